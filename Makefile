@@ -1,0 +1,44 @@
+# Every target bootstraps .venv itself: a fresh clone needs only Python 3.11+.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && echo $$p && break; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+BENCH_STAMP := $(VENV)/.installed-bench
+
+.PHONY: install run demo test lint proto proto-check bench bench-smoke clean
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+install: $(STAMP)  ## create .venv and install the project with its dev tools
+
+run: $(STAMP)  ## start PostgreSQL (embedded unless DATABASE_URL is set) and the store
+	$(BIN)/python -m tools.run_local
+
+lint: $(STAMP)  ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/mypy eventstore_server eventstore_client localpg tools tests bench
+
+proto: $(STAMP)  ## regenerate contracts/ from protos/
+	$(BIN)/python tools/gen_protos.py
+
+test: $(STAMP) lint  ## lint, then every test over real PostgreSQL and real processes
+	$(BIN)/python -m pytest
+
+bench: $(BENCH_STAMP)  ## the benchmarks, with baselines from the same run
+	$(BIN)/python -m bench
+
+bench-smoke: $(BENCH_STAMP)  ## each benchmark scenario for a moment, no thresholds
+	$(BIN)/python -m bench --smoke
+
+clean:
+	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache

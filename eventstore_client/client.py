@@ -1,0 +1,267 @@
+"""The typed async client for the event store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from contracts.eventstore.v1 import eventstore_pb2 as pb
+from contracts.eventstore.v1 import eventstore_pb2_grpc as pb_grpc
+from eventstore_client.errors import EventStoreError, UnavailableError, from_rpc_error
+
+RecordedEvent = pb.RecordedEvent
+Snapshot = pb.Snapshot
+
+
+class Expected:
+    """Expectations for `append` besides an exact version (an int: 0 means an empty stream)."""
+
+    ANY = pb.EXPECTED_STATE_ANY
+    NO_STREAM = pb.EXPECTED_STATE_NO_STREAM
+    STREAM_EXISTS = pb.EXPECTED_STATE_STREAM_EXISTS
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append. The id is chosen here so that a retried append is recognised."""
+
+    type: str
+    data: bytes = b""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    content_type: str = "application/octet-stream"
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @classmethod
+    def json(
+        cls, type: str, data: Any, metadata: Mapping[str, str] | None = None, id: str | None = None
+    ) -> NewEvent:
+        return cls(
+            type=type,
+            data=json.dumps(data, separators=(",", ":")).encode(),
+            metadata=dict(metadata or {}),
+            content_type="application/json",
+            id=id or str(uuid.uuid4()),
+        )
+
+    def to_proto(self) -> pb.EventData:
+        return pb.EventData(
+            id=self.id,
+            type=self.type,
+            data=self.data,
+            metadata=dict(self.metadata),
+            content_type=self.content_type,
+        )
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    version: int  # the stream's version after the append
+    position: int  # the global position of the append's last event
+
+
+def channel_options(max_message_bytes: int = 8 * 1024 * 1024) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+class EventStoreClient:
+    """An async client; use as `async with EventStoreClient("host:port") as store: ...`.
+
+    Appends that fail with UNAVAILABLE are retried (`retries` times, with back-off): event ids
+    are fixed before the first attempt, so a retry of an append that did commit is recognised by
+    the store and answered with the original result instead of being written twice.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        channel: grpc.aio.Channel | None = None,
+        retries: int = 5,
+        timeout: float | None = 30.0,
+    ) -> None:
+        self.address = address
+        self._channel = channel or grpc.aio.insecure_channel(address, options=channel_options())
+        self._stub = pb_grpc.EventStoreStub(self._channel)
+        self._retries = retries
+        self._timeout = timeout
+
+    @property
+    def stub(self) -> pb_grpc.EventStoreStub:
+        """The raw generated stub, for what this class does not wrap."""
+        return self._stub
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> EventStoreClient:
+        return self
+
+    async def __aexit__(
+        self, exc: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected: int | pb.ExpectedState.ValueType | None = None,
+        *,
+        expected_version: int | None = None,
+    ) -> AppendResult:
+        """Append events atomically. `expected_version=N` requires the stream to be at version N;
+        `expected=Expected.NO_STREAM` / `STREAM_EXISTS` / `ANY` check the state instead."""
+        request = pb.AppendRequest(stream=stream, events=[e.to_proto() for e in events])
+        if expected_version is not None:
+            request.expected_version = expected_version
+        elif expected is not None:
+            request.expected_state = expected  # type: ignore[assignment]
+        delay = 0.05
+        for attempt in range(self._retries + 1):
+            try:
+                response = await self._stub.Append(request, timeout=self._timeout)
+                return AppendResult(response.version, response.position)
+            except grpc.aio.AioRpcError as error:
+                failure = from_rpc_error(error)
+                if not isinstance(failure, UnavailableError) or attempt == self._retries:
+                    raise failure from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
+
+    async def read_stream(
+        self, stream: str, from_version: int = 0, max_count: int = 0, *, backwards: bool = False
+    ) -> AsyncIterator[pb.RecordedEvent]:
+        request = pb.ReadStreamRequest(
+            stream=stream, from_version=from_version, max_count=max_count, backwards=backwards
+        )
+        try:
+            async for response in self._stub.ReadStream(request, timeout=self._timeout):
+                for event in response.events:
+                    yield event
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+
+    async def read_stream_list(
+        self, stream: str, from_version: int = 0, max_count: int = 0, *, backwards: bool = False
+    ) -> list[pb.RecordedEvent]:
+        return [
+            e async for e in self.read_stream(stream, from_version, max_count, backwards=backwards)
+        ]
+
+    async def read_all(
+        self,
+        after_position: int = 0,
+        max_count: int = 0,
+        *,
+        category: str = "",
+        event_types: Sequence[str] = (),
+    ) -> AsyncIterator[pb.RecordedEvent]:
+        request = pb.ReadAllRequest(
+            after_position=after_position,
+            max_count=max_count,
+            category=category,
+            event_types=list(event_types),
+        )
+        try:
+            async for response in self._stub.ReadAll(request, timeout=self._timeout):
+                for event in response.events:
+                    yield event
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+
+    async def subscribe(
+        self,
+        *,
+        stream: str = "",
+        category: str = "",
+        after_position: int = 0,
+        after_version: int = 0,
+        event_types: Sequence[str] = (),
+        subscriber: str = "",
+    ) -> AsyncIterator[pb.SubscribeResponse]:
+        """Catch-up, then live. Without stream or category: all streams. Never ends by itself."""
+        request = pb.SubscribeRequest(
+            after_position=after_position,
+            after_version=after_version,
+            event_types=list(event_types),
+            subscriber=subscriber,
+        )
+        if stream:
+            request.stream = stream
+        elif category:
+            request.category = category
+        else:
+            request.all.SetInParent()
+        try:
+            async for response in self._stub.Subscribe(request):
+                yield response
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+
+    async def commit_checkpoint(
+        self, subscriber: str, position: int, *, reset: bool = False
+    ) -> int:
+        """Store a durable subscriber's position (only forward, unless `reset`); returns it."""
+        response: pb.CommitCheckpointResponse = await self._unary(
+            self._stub.CommitCheckpoint,
+            pb.CommitCheckpointRequest(subscriber=subscriber, position=position, reset=reset),
+        )
+        return response.position
+
+    async def get_checkpoint(self, subscriber: str) -> int | None:
+        response = await self._unary(
+            self._stub.GetCheckpoint, pb.GetCheckpointRequest(subscriber=subscriber)
+        )
+        return response.position if response.found else None
+
+    async def save_snapshot(
+        self,
+        stream: str,
+        version: int,
+        type: str,
+        data: bytes,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        await self._unary(
+            self._stub.SaveSnapshot,
+            pb.SaveSnapshotRequest(
+                stream=stream, version=version, type=type, data=data, metadata=dict(metadata or {})
+            ),
+        )
+
+    async def read_snapshot(self, stream: str, max_version: int = 0) -> pb.Snapshot | None:
+        response = await self._unary(
+            self._stub.ReadSnapshot, pb.ReadSnapshotRequest(stream=stream, max_version=max_version)
+        )
+        return response.snapshot if response.found else None
+
+    async def _unary(self, method: Any, request: Any) -> Any:
+        try:
+            return await method(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+
+
+__all__ = [
+    "AppendResult",
+    "EventStoreClient",
+    "EventStoreError",
+    "Expected",
+    "NewEvent",
+    "RecordedEvent",
+    "Snapshot",
+]

@@ -1,0 +1,82 @@
+"""Typed errors for the store's refusals, read from the gRPC status and its ErrorInfo detail."""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+
+class EventStoreError(Exception):
+    """Any error answered by the store (or the transport), with its gRPC code."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        reason: str = "",
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+        self.reason = reason
+        self.metadata = metadata or {}
+
+
+class WrongExpectedVersionError(EventStoreError):
+    """The stream was not at the expected version; `actual` says where it is."""
+
+    @property
+    def stream(self) -> str:
+        return self.metadata.get("stream", "")
+
+    @property
+    def actual(self) -> int:
+        return int(self.metadata.get("actual", "-1"))
+
+
+class DuplicateEventIdError(EventStoreError):
+    """An event id was already used by another append."""
+
+
+class InvalidArgumentError(EventStoreError):
+    """The request was malformed or too large; nothing was written."""
+
+
+class UnavailableError(EventStoreError):
+    """The store (or its database) could not be reached; safe to retry with the same event ids."""
+
+
+class NotFoundError(EventStoreError):
+    pass
+
+
+_BY_REASON: dict[str, type[EventStoreError]] = {
+    "WRONG_EXPECTED_VERSION": WrongExpectedVersionError,
+    "DUPLICATE_EVENT_ID": DuplicateEventIdError,
+}
+_BY_CODE: dict[grpc.StatusCode, type[EventStoreError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: DuplicateEventIdError,
+}
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo detail of a failed call, if it carries one."""
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return info
+    return None
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError) -> EventStoreError:
+    info = error_info(error)
+    reason = info.reason if info else ""
+    kind = _BY_REASON.get(reason) or _BY_CODE.get(error.code(), EventStoreError)
+    return kind(error.code(), error.details() or "", reason, dict(info.metadata) if info else None)

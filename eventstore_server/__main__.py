@@ -1,0 +1,22 @@
+"""`python -m eventstore_server --listen HOST:PORT --database-url URL` (see --help)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from eventstore_server.config import parse
+from eventstore_server.server import serve
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve(parse()))
+
+
+if __name__ == "__main__":
+    main()

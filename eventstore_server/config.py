@@ -1,0 +1,109 @@
+"""The server's settings: command-line flags, each with an environment-variable equivalent."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may carry. Larger requests are refused with INVALID_ARGUMENT."""
+
+    max_name_length: int = 200
+    max_type_length: int = 200
+    max_events_per_append: int = 1000
+    max_event_size: int = 1 * MiB  # data plus metadata of one event
+    max_append_size: int = 4 * MiB  # all events of one append
+    max_metadata_entries: int = 64
+    max_metadata_value_length: int = 4096
+    read_page_size: int = 500  # events per ReadStream / ReadAll / Subscribe message, at most
+    read_page_bytes: int = 1 * MiB  # and bytes per message, roughly
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str = "127.0.0.1:50051"
+    database_url: str = ""
+    pool_size: int = 10
+    max_message_bytes: int = 8 * MiB  # gRPC's own receive limit: RESOURCE_EXHAUSTED above it
+    max_batch_events: int = 2000  # events per group-commit transaction
+    shutdown_grace: float = 10.0  # seconds in-flight calls get to finish on SIGTERM
+    health_interval: float = 2.0
+    keepalive_time_ms: int = 30_000
+    keepalive_timeout_ms: int = 10_000
+    tail_events: int = 10_000  # recent events kept in memory for live subscribers
+    subscriber_buffer: int = 2_000  # events queued per live subscriber before it falls back
+    limits: Limits = field(default_factory=Limits)
+
+
+# flag, environment variable, type, help; the default comes from Settings / Limits.
+_FLAGS: list[tuple[str, str, type, str]] = [
+    ("listen", "EVENTSTORE_LISTEN", str, "HOST:PORT to serve gRPC on"),
+    ("database_url", "DATABASE_URL", str, "PostgreSQL URL (postgresql://user:pass@host:port/db)"),
+    ("pool_size", "EVENTSTORE_POOL_SIZE", int, "PostgreSQL connections for reads"),
+    ("max_message_bytes", "EVENTSTORE_MAX_MESSAGE_BYTES", int, "largest gRPC message accepted"),
+    ("max_batch_events", "EVENTSTORE_MAX_BATCH_EVENTS", int, "events per group commit, at most"),
+    ("shutdown_grace", "EVENTSTORE_SHUTDOWN_GRACE", float, "seconds to drain calls on SIGTERM"),
+    ("health_interval", "EVENTSTORE_HEALTH_INTERVAL", float, "seconds between database checks"),
+    ("keepalive_time_ms", "EVENTSTORE_KEEPALIVE_TIME_MS", int, "HTTP/2 ping interval"),
+    ("keepalive_timeout_ms", "EVENTSTORE_KEEPALIVE_TIMEOUT_MS", int, "ping answer timeout"),
+    ("tail_events", "EVENTSTORE_TAIL_EVENTS", int, "recent events kept in memory"),
+    ("subscriber_buffer", "EVENTSTORE_SUBSCRIBER_BUFFER", int, "live events queued per subscriber"),
+]
+_LIMIT_FLAGS: list[tuple[str, str, str]] = [
+    ("max_name_length", "EVENTSTORE_MAX_NAME_LENGTH", "characters in a stream name, at most"),
+    ("max_type_length", "EVENTSTORE_MAX_TYPE_LENGTH", "characters in an event type, at most"),
+    ("max_events_per_append", "EVENTSTORE_MAX_EVENTS_PER_APPEND", "events in one append"),
+    ("max_event_size", "EVENTSTORE_MAX_EVENT_SIZE", "bytes of one event's data and metadata"),
+    ("max_append_size", "EVENTSTORE_MAX_APPEND_SIZE", "bytes of one append's events"),
+    ("max_metadata_entries", "EVENTSTORE_MAX_METADATA_ENTRIES", "metadata entries per event"),
+    (
+        "max_metadata_value_length",
+        "EVENTSTORE_MAX_METADATA_VALUE_LENGTH",
+        "bytes per metadata value",
+    ),
+    ("read_page_size", "EVENTSTORE_READ_PAGE_SIZE", "events per read message"),
+    ("read_page_bytes", "EVENTSTORE_READ_PAGE_BYTES", "bytes per read message, roughly"),
+]
+
+# Every setting as (flag, variable), for the README's configuration table and its test.
+ENVIRONMENT = [(f"--{n.replace('_', '-')}", env) for n, env, _, _ in _FLAGS] + [
+    (f"--{n.replace('_', '-')}", env) for n, env, _ in _LIMIT_FLAGS
+]
+
+
+def parse(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Settings from flags, falling back to environment variables, then to the defaults."""
+    env = os.environ if environ is None else environ
+    defaults, limit_defaults = Settings(), Limits()
+    parser = argparse.ArgumentParser(
+        prog="python -m eventstore_server",
+        description="The event store: a gRPC server over PostgreSQL.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for name, var, kind, text in _FLAGS:
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=kind,
+            default=kind(env.get(var, getattr(defaults, name))),
+            help=f"{text} [${var}]",
+        )
+    for name, var, text in _LIMIT_FLAGS:
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=int,
+            default=int(env.get(var, getattr(limit_defaults, name))),
+            help=f"{text} [${var}]",
+        )
+    ns = vars(parser.parse_args(argv))
+    limits = Limits(**{name: ns.pop(name) for name, _, _ in _LIMIT_FLAGS})
+    settings = Settings(**ns, limits=limits)
+    if not settings.database_url:
+        parser.error("a database is required: --database-url or DATABASE_URL")
+    return settings

@@ -1,0 +1,139 @@
+"""Wiring: PostgreSQL pool, migrations, writer, tail, gRPC server, health, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from contracts.eventstore.v1 import eventstore_pb2 as pb
+from contracts.eventstore.v1 import eventstore_pb2_grpc as pb_grpc
+from eventstore_server import schema
+from eventstore_server.config import Settings
+from eventstore_server.reader import Reader
+from eventstore_server.service import EventStoreService
+from eventstore_server.tail import LiveTail
+from eventstore_server.writer import CONNECTION_ERRORS, GroupCommitWriter
+
+log = logging.getLogger("eventstore_server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EventStore"].full_name
+
+
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # Long-lived subscriptions survive idle periods and dead peers are noticed.
+        ("grpc.keepalive_time_ms", settings.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", settings.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+async def connect(settings: Settings, patience: float = 60.0) -> asyncpg.Pool:
+    """A pool on a migrated database; retries while PostgreSQL is not up yet."""
+    deadline = time.monotonic() + patience
+    delay = 0.1
+    while True:
+        try:
+            pool = await asyncpg.create_pool(
+                settings.database_url, min_size=2, max_size=settings.pool_size
+            )
+            async with pool.acquire() as conn:
+                applied = await schema.migrate(conn)
+            if applied:
+                log.info("applied migrations: %s", ", ".join(applied))
+            return pool
+        except (*CONNECTION_ERRORS, asyncpg.CannotConnectNowError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("database not reachable (%s); retrying", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def _watch_health(
+    pool: asyncpg.Pool, servicer: health.aio.HealthServicer, interval: float
+) -> None:
+    """SERVING only while the database answers."""
+    last = None
+    while True:
+        try:
+            await asyncio.wait_for(pool.fetchval("SELECT 1"), timeout=max(interval, 1.0))
+            status = health_pb2.HealthCheckResponse.SERVING
+        except Exception as exc:
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+            if last != status:
+                log.warning("database check failed: %s", exc)
+        if status != last:
+            for name in ("", SERVICE_NAME):
+                await servicer.set(name, status)
+            last = status
+        await asyncio.sleep(interval)
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then drain and close."""
+    pool = await connect(settings)
+    reader = Reader(pool, settings.limits.read_page_size)
+    tail = LiveTail(reader, settings.database_url, settings.tail_events)
+    await tail.start()
+    writer = GroupCommitWriter(
+        pool, max_batch_events=settings.max_batch_events, on_commit=tail.advance
+    )
+    writer.start()
+
+    server = grpc.aio.server(options=grpc_options(settings))
+    pb_grpc.add_EventStoreServicer_to_server(
+        EventStoreService(writer, reader, tail, settings.limits), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    port = server.add_insecure_port(settings.listen)
+    if port == 0:
+        raise RuntimeError(f"cannot listen on {settings.listen}")
+    await server.start()
+    health_task = asyncio.create_task(
+        _watch_health(pool, health_servicer, settings.health_interval)
+    )
+    host = settings.listen.rsplit(":", 1)[0]
+    print(f"eventstore listening on {host}:{port}", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+
+    log.info("shutting down: draining calls for up to %.1fs", settings.shutdown_grace)
+    health_task.cancel()
+    await health_servicer.enter_graceful_shutdown()
+    # Subscriptions end first (UNAVAILABLE: clients resubscribe elsewhere); in-flight appends
+    # finish, because the writer keeps running until the server has stopped taking calls.
+    await tail.close()
+    await server.stop(settings.shutdown_grace)
+    await writer.close()
+    with contextlib.suppress(asyncio.CancelledError):
+        await health_task
+    await pool.close()
+    log.info("stopped")

@@ -1,0 +1,268 @@
+"""The gRPC face of the store: checks each request, calls the writer or reader, maps errors.
+
+Streaming handlers are async generators (not `context.write`), which keeps them compatible with
+interceptors such as OpenTelemetry's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, TypeVar
+
+import grpc
+
+from contracts.eventstore.v1 import eventstore_pb2 as pb
+from contracts.eventstore.v1 import eventstore_pb2_grpc as pb_grpc
+from eventstore_server.config import Limits
+from eventstore_server.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    StoreError,
+    Unavailable,
+)
+from eventstore_server.reader import Reader, to_event
+from eventstore_server.subscriptions import Target, subscribe
+from eventstore_server.tail import LiveTail, ShuttingDown
+from eventstore_server.validation import (
+    MAX_INT64,
+    append_command,
+    category_name,
+    event_types,
+    metadata_json,
+    stream_name,
+)
+from eventstore_server.writer import CONNECTION_ERRORS, GroupCommitWriter
+
+# The generated servicer types contexts per method; one loose alias keeps signatures readable.
+Context = grpc.aio.ServicerContext[Any, Any]
+Message = TypeVar("Message", pb.ReadStreamResponse, pb.ReadAllResponse)
+
+
+def _pages(
+    events: Iterable[pb.RecordedEvent], kind: type[Message], limits: Limits
+) -> Iterable[Message]:
+    """Split events into messages of at most read_page_size events and ~read_page_bytes."""
+    batch: list[pb.RecordedEvent] = []
+    size = 0
+    for event in events:
+        batch.append(event)
+        size += len(event.data) + 64
+        if len(batch) >= limits.read_page_size or size >= limits.read_page_bytes:
+            yield kind(events=batch)
+            batch, size = [], 0
+    if batch:
+        yield kind(events=batch)
+
+
+def _position(value: int, field: str) -> int:
+    if value > MAX_INT64:
+        raise InvalidArgument(f"{field} is out of range", field=field)
+    return value
+
+
+def _subscriber_name(name: str, limits: Limits) -> str:
+    return stream_name(name, limits, "subscriber")
+
+
+async def _abort(context: Context, error: StoreError) -> None:
+    await context.abort_with_status(error.to_status())
+
+
+def _database_error(exc: BaseException) -> StoreError:
+    return Unavailable(f"database unavailable: {exc.__class__.__name__}")
+
+
+class EventStoreService(pb_grpc.EventStoreServicer):
+    def __init__(
+        self, writer: GroupCommitWriter, reader: Reader, tail: LiveTail, limits: Limits
+    ) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._tail = tail
+        self._limits = limits
+
+    async def Append(
+        self,
+        request: pb.AppendRequest,
+        context: Context,
+    ) -> pb.AppendResponse:
+        try:
+            result = await self._writer.append(append_command(request, self._limits))
+        except StoreError as error:
+            await _abort(context, error)
+        return pb.AppendResponse(version=result.version, position=result.position)
+
+    async def ReadStream(
+        self,
+        request: pb.ReadStreamRequest,
+        context: Context,
+    ) -> AsyncIterator[pb.ReadStreamResponse]:
+        try:
+            stream = stream_name(request.stream, self._limits)
+            start = _position(request.from_version, "from_version")
+            count = _position(request.max_count, "max_count")
+            async for rows in self._reader.read_stream(stream, start, count, request.backwards):
+                for message in _pages(map(to_event, rows), pb.ReadStreamResponse, self._limits):
+                    yield message
+        except StoreError as error:
+            await _abort(context, error)
+        except CONNECTION_ERRORS as exc:
+            await _abort(context, _database_error(exc))
+
+    async def ReadAll(
+        self,
+        request: pb.ReadAllRequest,
+        context: Context,
+    ) -> AsyncIterator[pb.ReadAllResponse]:
+        try:
+            cursor = _position(request.after_position, "after_position")
+            remaining = _position(request.max_count, "max_count") or None
+            category = category_name(request.category, self._limits) if request.category else ""
+            types = event_types(list(request.event_types), self._limits)
+            head = await self._reader.head()
+            page = self._limits.read_page_size
+            while cursor < head and (remaining is None or remaining > 0):
+                limit = page if remaining is None else min(page, remaining)
+                rows = await self._reader.read_after(
+                    cursor, head, limit, category=category, types=types
+                )
+                for message in _pages(map(to_event, rows), pb.ReadAllResponse, self._limits):
+                    yield message
+                if remaining is not None:
+                    remaining -= len(rows)
+                cursor = rows[-1]["position"] if len(rows) == limit else head
+        except StoreError as error:
+            await _abort(context, error)
+        except CONNECTION_ERRORS as exc:
+            await _abort(context, _database_error(exc))
+
+    async def Subscribe(
+        self,
+        request: pb.SubscribeRequest,
+        context: Context,
+    ) -> AsyncIterator[pb.SubscribeResponse]:
+        try:
+            target, after = await self._subscription(request)
+            async for message in subscribe(
+                self._reader, self._tail, target, after, self._limits.read_page_size
+            ):
+                yield message
+        except StoreError as error:
+            await _abort(context, error)
+        except ShuttingDown:
+            await _abort(context, Unavailable("the server is shutting down; subscribe again"))
+        except CONNECTION_ERRORS as exc:
+            await _abort(context, _database_error(exc))
+
+    async def _subscription(self, request: pb.SubscribeRequest) -> tuple[Target, int]:
+        types = frozenset(event_types(list(request.event_types), self._limits))
+        which = request.WhichOneof("target")
+        after = _position(request.after_position, "after_position")
+        if which == "stream":
+            if request.subscriber:
+                raise InvalidArgument(
+                    "durable subscribers follow a category or all streams", field="subscriber"
+                )
+            stream = stream_name(request.stream, self._limits)
+            version = _position(request.after_version, "after_version")
+            return Target(stream=stream, types=types, after_version=version), after
+        if which == "category":
+            target = Target(category=category_name(request.category, self._limits), types=types)
+        elif which == "all":
+            target = Target(types=types)
+        else:
+            raise InvalidArgument(
+                "a subscription needs a target: stream, category or all", field="target"
+            )
+        if request.subscriber:
+            stored = await self._reader.checkpoint(
+                _subscriber_name(request.subscriber, self._limits)
+            )
+            after = max(after, stored or 0)
+        return target, after
+
+    async def CommitCheckpoint(
+        self,
+        request: pb.CommitCheckpointRequest,
+        context: Context,
+    ) -> pb.CommitCheckpointResponse:
+        try:
+            name = _subscriber_name(request.subscriber, self._limits)
+            position = _position(request.position, "position")
+            stored = await self._reader.commit_checkpoint(name, position, request.reset)
+        except StoreError as error:
+            await _abort(context, error)
+        except CONNECTION_ERRORS as exc:
+            await _abort(context, _database_error(exc))
+        return pb.CommitCheckpointResponse(position=stored)
+
+    async def GetCheckpoint(
+        self,
+        request: pb.GetCheckpointRequest,
+        context: Context,
+    ) -> pb.GetCheckpointResponse:
+        try:
+            stored = await self._reader.checkpoint(
+                _subscriber_name(request.subscriber, self._limits)
+            )
+        except StoreError as error:
+            await _abort(context, error)
+        except CONNECTION_ERRORS as exc:
+            await _abort(context, _database_error(exc))
+        if stored is None:
+            return pb.GetCheckpointResponse(found=False)
+        return pb.GetCheckpointResponse(found=True, position=stored)
+
+    async def SaveSnapshot(
+        self,
+        request: pb.SaveSnapshotRequest,
+        context: Context,
+    ) -> pb.SaveSnapshotResponse:
+        try:
+            stream = stream_name(request.stream, self._limits)
+            if request.version < 1 or request.version > MAX_INT64:
+                raise InvalidArgument("a snapshot's version must be at least 1", field="version")
+            if not request.type:
+                raise InvalidArgument("a snapshot needs a type", field="type")
+            event_types([request.type], self._limits)
+            metadata, size = metadata_json(request.metadata, self._limits, "metadata")
+            if len(request.data) + size > self._limits.max_append_size:
+                raise InvalidArgument(
+                    "the snapshot is larger than the append size limit", field="data"
+                )
+            current = await self._reader.save_snapshot(
+                stream, request.version, request.type, request.data, metadata
+            )
+            if current is None:
+                raise NotFound(f"stream {stream!r} does not exist", stream=stream)
+            if request.version > current:
+                raise FailedPrecondition(
+                    f"stream {stream!r} is at version {current}, "
+                    f"below the snapshot's {request.version}",
+                    stream=stream,
+                    actual=str(current),
+                )
+        except StoreError as error:
+            await _abort(context, error)
+        except CONNECTION_ERRORS as exc:
+            await _abort(context, _database_error(exc))
+        return pb.SaveSnapshotResponse()
+
+    async def ReadSnapshot(
+        self,
+        request: pb.ReadSnapshotRequest,
+        context: Context,
+    ) -> pb.ReadSnapshotResponse:
+        try:
+            stream = stream_name(request.stream, self._limits)
+            snapshot = await self._reader.read_snapshot(
+                stream, _position(request.max_version, "max_version")
+            )
+        except StoreError as error:
+            await _abort(context, error)
+        except CONNECTION_ERRORS as exc:
+            await _abort(context, _database_error(exc))
+        if snapshot is None:
+            return pb.ReadSnapshotResponse(found=False)
+        return pb.ReadSnapshotResponse(found=True, snapshot=snapshot)

@@ -1,0 +1,216 @@
+"""The group-commit writer: every append of this server goes through one task.
+
+Appends that arrive while a batch is being written queue up and go together in the next
+transaction: one round trip and one fsync for many appends, and the fuller the queue the larger
+the batch, so throughput grows with load while a lone append waits for no timer. Each append in
+a batch is checked on its own (see `es_append_batch`); if the database rejects a whole batch,
+its appends are retried one by one so that a bad one cannot fail its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from eventstore_server.errors import DuplicateEventId, StoreError, Unavailable, WrongExpectedVersion
+from eventstore_server.validation import EXPECTED_NAMES, AppendCommand
+
+log = logging.getLogger(__name__)
+
+APPEND_BATCH = (
+    "SELECT outcome, out_version, out_position"
+    " FROM es_append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+)
+
+WRITTEN, DUPLICATE, WRONG_VERSION, ID_TAKEN = 0, 1, 2, 3
+
+# Failures after which we cannot know whether the transaction committed: the client is told
+# UNAVAILABLE and retries with the same event ids, which the store recognises.
+CONNECTION_ERRORS = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    version: int
+    position: int
+    written: bool  # False: an earlier append already wrote these events
+
+
+@dataclass(slots=True)
+class _Pending:
+    command: AppendCommand
+    future: asyncio.Future[AppendResult]
+    size: int
+
+
+class GroupCommitWriter:
+    """Queues appends and writes them in batches, one transaction at a time."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        max_batch_events: int = 2000,
+        max_batch_bytes: int = 16 * 1024 * 1024,
+        on_commit: Callable[[int], None] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._max_events = max_batch_events
+        self._max_bytes = max_batch_bytes
+        self._on_commit = on_commit
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0  # batches written, for metrics and tests
+        self.appends = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="group-commit-writer")
+
+    async def append(self, command: AppendCommand) -> AppendResult:
+        """Queue one append and wait for its outcome; raises a StoreError when refused."""
+        if self._closing:
+            raise Unavailable("the server is shutting down")
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        size = sum(len(e.data) + len(e.metadata) for e in command.events)
+        self._queue.append(_Pending(command, future, size))
+        self._wakeup.set()
+        # A cancelled caller cancels the future; the writer skips it unless already written.
+        return await future
+
+    async def close(self) -> None:
+        """Refuse new appends and finish the queued ones."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch = self._take()
+                if batch:
+                    await self._write(batch)
+            if self._closing and not self._queue:
+                return
+
+    def _take(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        events = size = 0
+        while self._queue:
+            item = self._queue[0]
+            if item.future.done():  # the caller gave up before we got to it
+                self._queue.popleft()
+                continue
+            n = len(item.command.events)
+            if batch and (events + n > self._max_events or size + item.size > self._max_bytes):
+                break
+            self._queue.popleft()
+            batch.append(item)
+            events += n
+            size += item.size
+        return batch
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(APPEND_BATCH, *_arguments(batch))
+        except CONNECTION_ERRORS as exc:
+            log.warning("append batch failed, database unreachable: %s", exc)
+            _fail(batch, Unavailable(f"database unavailable: {exc.__class__.__name__}"))
+            return
+        except asyncpg.PostgresError as exc:
+            if len(batch) > 1:
+                for item in batch:
+                    await self._write([item])
+                return
+            log.error("append refused by the database: %s", exc)
+            _fail(batch, StoreError(f"the database refused the append: {exc}"))
+            return
+        self.batches += 1
+        self.appends += len(batch)
+        head = 0
+        for item, row in zip(batch, rows, strict=True):
+            outcome = row["outcome"]
+            if outcome == WRITTEN:
+                head = max(head, row["out_position"])
+                _resolve(item, AppendResult(row["out_version"], row["out_position"], True))
+            elif outcome == DUPLICATE:
+                _resolve(item, AppendResult(row["out_version"], row["out_position"], False))
+            elif outcome == WRONG_VERSION:
+                expected = item.command.expected
+                _reject(
+                    item,
+                    WrongExpectedVersion(
+                        item.command.stream,
+                        EXPECTED_NAMES.get(expected, str(expected)),
+                        row["out_version"],
+                    ),
+                )
+            else:
+                _reject(
+                    item,
+                    DuplicateEventId(
+                        "an event id of this append is already used by another event",
+                        stream=item.command.stream,
+                    ),
+                )
+        if head and self._on_commit is not None:
+            self._on_commit(head)
+
+
+def _arguments(batch: list[_Pending]) -> tuple[list[Any], ...]:
+    streams: list[str] = []
+    categories: list[str] = []
+    expected: list[int] = []
+    counts: list[int] = []
+    ids: list[str] = []
+    types: list[str] = []
+    data: list[bytes] = []
+    metadata: list[str] = []
+    content_types: list[str] = []
+    for item in batch:
+        c = item.command
+        streams.append(c.stream)
+        categories.append(c.category)
+        expected.append(c.expected)
+        counts.append(len(c.events))
+        for e in c.events:
+            ids.append(e.id)
+            types.append(e.type)
+            data.append(e.data)
+            metadata.append(e.metadata)
+            content_types.append(e.content_type)
+    return streams, categories, expected, counts, ids, types, data, metadata, content_types
+
+
+def _resolve(item: _Pending, result: AppendResult) -> None:
+    if not item.future.done():
+        item.future.set_result(result)
+
+
+def _reject(item: _Pending, error: StoreError) -> None:
+    if not item.future.done():
+        item.future.set_exception(error)
+
+
+def _fail(batch: list[_Pending], error: StoreError) -> None:
+    for item in batch:
+        _reject(item, error)

