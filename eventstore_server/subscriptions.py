@@ -43,6 +43,17 @@ async def subscribe(
     reader: Reader, tail: LiveTail, target: Target, after: int, page: int
 ) -> AsyncIterator[pb.SubscribeResponse]:
     """Responses for a subscription that starts after global position `after`."""
+    tail.attach()
+    try:
+        async for response in _deliver(reader, tail, target, after, page):
+            yield response
+    finally:
+        tail.detach()
+
+
+async def _deliver(
+    reader: Reader, tail: LiveTail, target: Target, after: int, page: int
+) -> AsyncIterator[pb.SubscribeResponse]:
     match = target.matcher()
     types = sorted(target.types)
     cursor = after

@@ -55,6 +55,7 @@ class LiveTail:
         self._advanced = asyncio.Event()
         self._changed = asyncio.Condition()
         self._closed = False
+        self._subscribers = 0
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
@@ -76,6 +77,13 @@ class LiveTail:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    def attach(self) -> None:
+        """A live subscriber is here: keep the window filled."""
+        self._subscribers += 1
+
+    def detach(self) -> None:
+        self._subscribers -= 1
 
     def covers(self, position: int) -> bool:
         """True when every event after `position` (up to head) is in memory."""
@@ -121,8 +129,9 @@ class LiveTail:
                 await listener
 
     async def _load(self, target: int) -> None:
-        if target - self.head > self._capacity:
-            # Too far behind to be worth holding: subscribers read it from PostgreSQL.
+        if not self._subscribers or target - self.head > self._capacity:
+            # Nobody to serve, or too far behind to be worth holding: whoever subscribes
+            # next reads this part from PostgreSQL.
             self._events.clear()
             self._positions.clear()
             self._base = self.head = target

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 APPEND_BATCH = (
     "SELECT outcome, out_version, out_position"
-    " FROM es_append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    " FROM es_append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 )
 
 WRITTEN, DUPLICATE, WRONG_VERSION, ID_TAKEN = 0, 1, 2, 3
@@ -57,23 +57,57 @@ class _Pending:
     size: int
 
 
+class _Lane:
+    """One connection of the writer's, and so one batch in flight at a time."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: asyncpg.Connection | None = None
+
+    async def connection(self) -> asyncpg.Connection:
+        # A connection of its own: a pool's reset on release would cost a round trip per batch.
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(self._url, timeout=10)
+        return self._conn
+
+    def drop(self) -> None:
+        if self._conn is not None and not self._conn.is_closed():
+            self._conn.terminate()
+        self._conn = None
+
+    async def close(self) -> None:
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close()
+
+
 class GroupCommitWriter:
-    """Queues appends and writes them in batches, one transaction at a time."""
+    """Queues appends and writes them in batches.
+
+    `pipeline` batches may be in flight at once, each on its own connection: while one commits,
+    the next is already on the wire and waits in PostgreSQL for the writer lock, so the database
+    never idles during a round trip. Positions still follow commit order: they are handed out
+    inside the lock.
+    """
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        database_url: str,
         *,
         max_batch_events: int = 2000,
         max_batch_bytes: int = 16 * 1024 * 1024,
+        pipeline: int = 1,
         on_commit: Callable[[int], None] | None = None,
     ) -> None:
-        self._pool = pool
         self._max_events = max_batch_events
         self._max_bytes = max_batch_bytes
         self._on_commit = on_commit
         self._queue: collections.deque[_Pending] = collections.deque()
         self._wakeup = asyncio.Event()
+        self._lanes = [_Lane(database_url) for _ in range(max(1, pipeline))]
+        self._free: asyncio.Queue[_Lane] = asyncio.Queue()
+        for lane in self._lanes:
+            self._free.put_nowait(lane)
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # batches written, for metrics and tests
@@ -105,11 +139,32 @@ class GroupCommitWriter:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
+                # While every lane is busy, appends keep queueing: the batch grows with load.
+                lane = await self._free.get()
+                if len(self._queue) > 1:
+                    # Under concurrent load, one turn of the event loop lets the calls gRPC has
+                    # already received join this batch; a lone append never waits for it.
+                    await asyncio.sleep(0)
                 batch = self._take()
-                if batch:
-                    await self._write(batch)
+                if not batch:
+                    self._free.put_nowait(lane)
+                    continue
+                task = asyncio.create_task(self._write_on(lane, batch))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
             if self._closing and not self._queue:
+                if self._in_flight:
+                    await asyncio.gather(*self._in_flight)
+                log.info("writer stopped: %d appends in %d batches", self.appends, self.batches)
+                for lane in self._lanes:
+                    await lane.close()
                 return
+
+    async def _write_on(self, lane: _Lane, batch: list[_Pending]) -> None:
+        try:
+            await self._write(lane, batch)
+        finally:
+            self._free.put_nowait(lane)
 
     def _take(self) -> list[_Pending]:
         batch: list[_Pending] = []
@@ -128,18 +183,19 @@ class GroupCommitWriter:
             size += item.size
         return batch
 
-    async def _write(self, batch: list[_Pending]) -> None:
+    async def _write(self, lane: _Lane, batch: list[_Pending]) -> None:
         try:
-            async with self._pool.acquire() as conn:
-                rows = await conn.fetch(APPEND_BATCH, *_arguments(batch))
+            conn = await lane.connection()
+            rows = await conn.fetch(APPEND_BATCH, *_arguments(batch))
         except CONNECTION_ERRORS as exc:
             log.warning("append batch failed, database unreachable: %s", exc)
+            lane.drop()
             _fail(batch, Unavailable(f"database unavailable: {exc.__class__.__name__}"))
             return
         except asyncpg.PostgresError as exc:
             if len(batch) > 1:
                 for item in batch:
-                    await self._write([item])
+                    await self._write(lane, [item])
                 return
             log.error("append refused by the database: %s", exc)
             _fail(batch, StoreError(f"the database refused the append: {exc}"))
@@ -178,27 +234,40 @@ class GroupCommitWriter:
 
 def _arguments(batch: list[_Pending]) -> tuple[list[Any], ...]:
     streams: list[str] = []
-    categories: list[str] = []
     expected: list[int] = []
     counts: list[int] = []
+    event_append: list[int] = []
+    event_index: list[int] = []
     ids: list[str] = []
     types: list[str] = []
     data: list[bytes] = []
     metadata: list[str] = []
     content_types: list[str] = []
-    for item in batch:
+    for a, item in enumerate(batch, 1):
         c = item.command
         streams.append(c.stream)
-        categories.append(c.category)
         expected.append(c.expected)
         counts.append(len(c.events))
+        event_append.extend([a] * len(c.events))
+        event_index.extend(range(1, len(c.events) + 1))
         for e in c.events:
             ids.append(e.id)
             types.append(e.type)
             data.append(e.data)
             metadata.append(e.metadata)
             content_types.append(e.content_type)
-    return streams, categories, expected, counts, ids, types, data, metadata, content_types
+    return (
+        streams,
+        expected,
+        counts,
+        event_append,
+        event_index,
+        ids,
+        types,
+        data,
+        metadata,
+        content_types,
+    )
 
 
 def _resolve(item: _Pending, result: AppendResult) -> None:

@@ -1,0 +1,86 @@
+"""The baseline: a bare grpc.aio EventStore that answers at once and stores nothing.
+
+Append returns a fixed response; ReadStream and Subscribe stream pre-built batches of events of
+the same shape the real store sends. Whatever the real store adds on top of this is its cost.
+`python -m bench.bare_server --listen HOST:PORT`
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from contracts.eventstore.v1 import eventstore_pb2 as pb
+from contracts.eventstore.v1 import eventstore_pb2_grpc as pb_grpc
+
+
+def sample_events(count: int, size: int = 100) -> list[pb.RecordedEvent]:
+    return [
+        pb.RecordedEvent(
+            id="6f1c8e8e-0f3b-4b43-9b6e-1f2d3c4b5a69",
+            stream="bench-1",
+            version=i + 1,
+            position=i + 1,
+            type="Benchmarked",
+            data=b"x" * size,
+            content_type="application/json",
+        )
+        for i in range(count)
+    ]
+
+
+class BareEventStore(pb_grpc.EventStoreServicer):
+    def __init__(self, page: int = 500) -> None:
+        self._page = page
+        self._events = sample_events(page)
+
+    async def Append(self, request: pb.AppendRequest, context: Any) -> pb.AppendResponse:
+        return pb.AppendResponse(version=len(request.events), position=1)
+
+    async def ReadStream(
+        self, request: pb.ReadStreamRequest, context: Any
+    ) -> AsyncIterator[pb.ReadStreamResponse]:
+        remaining = request.max_count
+        while remaining > 0:
+            n = min(remaining, self._page)
+            yield pb.ReadStreamResponse(events=self._events[:n])
+            remaining -= n
+
+    async def Subscribe(
+        self, request: pb.SubscribeRequest, context: Any
+    ) -> AsyncIterator[pb.SubscribeResponse]:
+        # after_position carries how many events to stream, for the benchmark.
+        remaining = request.after_position
+        while remaining > 0:
+            n = min(remaining, self._page)
+            yield pb.SubscribeResponse(events=self._events[:n])
+            remaining -= n
+        yield pb.SubscribeResponse(caught_up=True)
+
+    async def _unimplemented(self, request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of the baseline")
+
+    ReadAll = CommitCheckpoint = GetCheckpoint = SaveSnapshot = ReadSnapshot = _unimplemented  # type: ignore[assignment]
+
+
+async def serve(listen: str) -> None:
+    server = grpc.aio.server()
+    pb_grpc.add_EventStoreServicer_to_server(BareEventStore(), server)
+    server.add_insecure_port(listen)
+    await server.start()
+    print(f"bare server listening on {listen}", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop(1)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--listen", default="127.0.0.1:50099")
+    asyncio.run(serve(parser.parse_args().listen))

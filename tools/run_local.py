@@ -1,0 +1,101 @@
+"""`make run`: PostgreSQL (embedded, unless DATABASE_URL is set) and every process of the system.
+
+Data lives in .run/ and survives restarts. Ctrl-C (or SIGTERM) stops everything gracefully.
+Ports: EVENTSTORE_PORT (50051), CUSTOMER_PORT (50052), ORDER_PORT (50053), LOCALPG_PORT (5433).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+
+from localpg import LocalPostgres
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / ".run"
+
+
+async def _ensure_database(server_url: str, name: str) -> str:
+    conn = await asyncpg.connect(server_url)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _processes(database_url: str) -> list[tuple[str, list[str]]]:
+    store = f"127.0.0.1:{os.environ.get('EVENTSTORE_PORT', '50051')}"
+    procs = [("eventstore_server", ["--listen", store, "--database-url", database_url])]
+    for module, port_var, default in (
+        ("customer_svc", "CUSTOMER_PORT", "50052"),
+        ("order_svc", "ORDER_PORT", "50053"),
+    ):
+        if (ROOT / module / "__main__.py").exists():
+            listen = f"127.0.0.1:{os.environ.get(port_var, default)}"
+            procs.append(
+                (
+                    module,
+                    ["--listen", listen, "--eventstore", store, "--database-url", database_url],
+                )
+            )
+    return procs
+
+
+def main() -> None:
+    RUN.mkdir(exist_ok=True)
+    pg: LocalPostgres | None = None
+    server_url = os.environ.get("DATABASE_URL", "")
+    if server_url:
+        database_url = server_url
+    else:
+        pg = LocalPostgres(
+            RUN / "pgdata", int(os.environ.get("LOCALPG_PORT", "5433")), ephemeral=False
+        )
+        pg.start()
+        database_url = asyncio.run(_ensure_database(pg.dsn, "eventstore"))
+        print(f"PostgreSQL (embedded) at {database_url}", flush=True)
+
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        for module, args in _processes(database_url):
+            process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT)
+            children.append((module, process))
+            time.sleep(0.5)  # let the store migrate before the services connect to it
+        print("Running. Ctrl-C stops everything.", flush=True)
+        while not stopping and all(c.poll() is None for _, c in children):
+            time.sleep(0.2)
+    finally:
+        for _, child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for _, child in children:
+            try:
+                child.wait(20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if pg is not None:
+            pg.stop()
+    failed = [name for name, c in children if c.returncode not in (0, None, -signal.SIGTERM)]
+    if failed and not stopping:
+        sys.exit(f"stopped because a process exited: {failed}")
+
+
+if __name__ == "__main__":
+    main()
