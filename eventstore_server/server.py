@@ -40,6 +40,13 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
+# Every read is an index range scan in index order with a LIMIT (one page). Right after a burst
+# of appends the table's statistics are stale (autovacuum analyzes about once a minute), and the
+# planner, believing few rows match, picks a bitmap scan plus a sort of the *whole* remaining
+# range for every page: catch-up becomes quadratic. These settings rule that plan out.
+READ_SESSION_SETTINGS = {"enable_bitmapscan": "off", "enable_sort": "off"}
+
+
 async def _no_reset(conn: asyncpg.Connection) -> None:
     """Pool connections only run autocommit queries and closed transactions; they never change
     session state, so the default reset (a round trip on every release) has nothing to undo."""
@@ -52,7 +59,11 @@ async def connect(settings: Settings, patience: float = 60.0) -> asyncpg.Pool:
     while True:
         try:
             pool = await asyncpg.create_pool(
-                settings.database_url, min_size=2, max_size=settings.pool_size, reset=_no_reset
+                settings.database_url,
+                min_size=2,
+                max_size=settings.pool_size,
+                reset=_no_reset,
+                server_settings=READ_SESSION_SETTINGS,
             )
             async with pool.acquire() as conn:
                 applied = await schema.migrate(conn)

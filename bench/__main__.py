@@ -1,0 +1,51 @@
+"""`python -m bench [--smoke] [--only NAME,...]`: every scenario against its baseline, one run.
+
+Writes bench/results/latest.json and latest.md (smoke.* with --smoke) and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+from bench import plots
+from bench.harness import Bench, Config
+from bench.scenarios import append, read, live
+
+SCENARIOS = {"append": append.run, "read": read.run, "live": live.run}
+
+
+async def main_async(config: Config, only: list[str]) -> None:
+    with Bench(config) as bench:
+        await bench.describe_machine()
+        print(f"machine: {bench.machine}", flush=True)
+        ratios: list[dict[str, Any]] = []
+        for name, scenario in SCENARIOS.items():
+            if only and name not in only:
+                continue
+            start = time.monotonic()
+            print(f"{name}:", flush=True)
+            ratios += await scenario(bench)
+            print(f"  ({time.monotonic() - start:.0f} s)", flush=True)
+        bench.write(ratios)
+        if not config.smoke:
+            plots.draw(bench.results)
+        for r in [] if config.smoke else ratios:
+            if r["target"] is not None:
+                state = "met" if r["met"] else "MISSED"
+                print(f"target {state}: {r['scenario']} {r['params']} {r['ratio']:.2f} (target {r['target']})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="each scenario briefly, no targets")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(SCENARIOS)}")
+    args = parser.parse_args()
+    config = Config.for_smoke() if args.smoke else Config()
+    asyncio.run(main_async(config, [s for s in args.only.split(",") if s]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""What every benchmark shares: the processes under test, timing, results and the report.
+
+Every scenario measures our store and its baseline in the same run, on the same PostgreSQL, so
+the ratios hold on a noisy shared machine even when the absolute numbers do not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from localpg import LocalPostgres
+from tests.support import ServerProcess, create_database, store_process
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Result:
+    scenario: str
+    variant: str  # "ours" or the baseline's name
+    metric: str  # e.g. "appends/s", "p99 ms"
+    value: float
+    params: dict[str, Any] = field(default_factory=dict)
+    runs: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    smoke: bool = False
+    repeat: int = 3
+    duration: float = 2.0  # seconds per timed run
+
+    @classmethod
+    def for_smoke(cls) -> Config:
+        return cls(smoke=True, repeat=1, duration=0.3)
+
+
+class Bench:
+    """The environment of one `make bench` run and the results collected in it."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.results: list[Result] = []
+        self.pg: LocalPostgres | None = None
+        self.server_url = os.environ.get("DATABASE_URL", "")
+        self._processes: list[ServerProcess] = []
+        self.machine: dict[str, Any] = {}
+
+    def __enter__(self) -> Bench:
+        if not self.server_url:
+            self.pg = LocalPostgres()
+            self.pg.start()
+            self.server_url = self.pg.dsn
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self._processes:
+            p.stop()
+        if self.pg is not None:
+            self.pg.close()
+
+    def database(self) -> str:
+        """A new, empty database for one scenario."""
+        return create_database(self.server_url)
+
+    def store(self, database_url: str, *args: str) -> ServerProcess:
+        server = store_process(database_url, *args).start()
+        self._processes.append(server)
+        return server
+
+    def bare_server(self) -> ServerProcess:
+        server = ServerProcess("bench.bare_server", [])
+        server.start(wait=False)
+        self._processes.append(server)
+        return server
+
+    async def describe_machine(self) -> None:
+        conn = await asyncpg.connect(self.server_url)
+        try:
+            self.machine = {
+                "cores": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "postgresql": await conn.fetchval("SHOW server_version"),
+                "fsync": await conn.fetchval("SHOW fsync"),
+                "synchronous_commit": await conn.fetchval("SHOW synchronous_commit"),
+                "smoke": self.config.smoke,
+                "repeat": self.config.repeat,
+                "duration_s": self.config.duration,
+            }
+        finally:
+            await conn.close()
+
+    async def measure(
+        self,
+        scenario: str,
+        variant: str,
+        metric: str,
+        run: Callable[[], Awaitable[float]],
+        **params: Any,
+    ) -> Result:
+        """Run `run` once to warm up (connections, caches), then config.repeat times; record
+        the median."""
+        if not self.config.smoke:
+            await run()
+        runs = [await run() for _ in range(self.config.repeat)]
+        result = Result(scenario, variant, metric, statistics.median(runs), params, runs)
+        self.results.append(result)
+        shown = ", ".join(f"{k}={v}" for k, v in params.items())
+        print(f"  {scenario:<28} {variant:<22} {shown:<24} {result.value:>12.1f} {metric}", flush=True)
+        return result
+
+    def write(self, ratios: list[dict[str, Any]], path: Path = RESULTS) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        name = "smoke" if self.config.smoke else "latest"
+        document = {
+            "machine": self.machine,
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "results": [asdict(r) for r in self.results],
+            "ratios": ratios,
+        }
+        (path / f"{name}.json").write_text(json.dumps(document, indent=2) + "\n")
+        (path / f"{name}.md").write_text(markdown(document))
+
+
+def markdown(document: dict[str, Any]) -> str:
+    m = document["machine"]
+    lines = [
+        f"Measured {document['when']} on {m['cores']} cores, PostgreSQL {m['postgresql']} "
+        f"(fsync={m['fsync']}, synchronous_commit={m['synchronous_commit']}), Python {m['python']}; "
+        f"median of {m['repeat']} runs of {m['duration_s']} s each.",
+        "",
+        "| scenario | parameters | ours | baseline | baseline value | ratio | target | met |",
+        "|---|---|---:|---|---:|---:|---:|:-:|",
+    ]
+    for r in document["ratios"]:
+        params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+        target = r.get("target")
+        met = "" if target is None else ("yes" if r["met"] else "**no**")
+        if r.get("kind") == "absolute":
+            shown_ratio, shown_target = "", f"≤ {target} {r['metric']}"
+        else:
+            shown_ratio = f"{r['ratio']:.2f}x"
+            shown_target = "" if target is None else f"≥ {target}x"
+        lines.append(
+            f"| {r['scenario']} | {params} | {r['ours']:.1f} {r['metric']} | {r['baseline']} | "
+            f"{r['baseline_value']:.1f} | {shown_ratio} | {shown_target} | {met} |"
+        )
+    lines += ["", "All measurements:", "", "| scenario | variant | parameters | value | runs |", "|---|---|---|---:|---|"]
+    for r in document["results"]:
+        params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+        runs = ", ".join(f"{x:.1f}" for x in r["runs"])
+        lines.append(f"| {r['scenario']} | {r['variant']} | {params} | {r['value']:.1f} {r['metric']} | {runs} |")
+    return "\n".join(lines) + "\n"
+
+
+def ratio(
+    ours: Result, baseline: Result, target: float | None = None, higher_is_better: bool = True
+) -> dict[str, Any]:
+    value = ours.value / baseline.value if higher_is_better else baseline.value / ours.value
+    return {
+        "scenario": ours.scenario,
+        "params": ours.params,
+        "metric": ours.metric,
+        "ours": ours.value,
+        "baseline": baseline.variant,
+        "baseline_value": baseline.value,
+        "ratio": value,
+        "target": target,
+        "met": None if target is None else value >= target,
+    }
+
+
+def absolute(ours: Result, at_most: float) -> dict[str, Any]:
+    """A target on an absolute value (a latency), where lower is better."""
+    return {
+        "kind": "absolute",
+        "scenario": ours.scenario,
+        "params": ours.params,
+        "metric": ours.metric,
+        "ours": ours.value,
+        "baseline": "target",
+        "baseline_value": at_most,
+        "ratio": ours.value / at_most,
+        "target": at_most,
+        "met": ours.value <= at_most,
+    }
+
+
+async def timed_rate(duration: float, workers: int, work: Callable[[int], Awaitable[int]]) -> float:
+    """Items per second done by `workers` concurrent loops of `work(worker)` for `duration`."""
+    done = 0
+    deadline = time.monotonic() + duration
+
+    async def loop(n: int) -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            done += await work(n)
+
+    start = time.monotonic()
+    await asyncio.gather(*(loop(n) for n in range(workers)))
+    return done / (time.monotonic() - start)
