@@ -12,7 +12,7 @@ from typing import Any
 
 from bench import plots
 from bench.harness import Bench, Config
-from bench.scenarios import append, read, live
+from bench.scenarios import append, live, read
 
 SCENARIOS = {"append": append.run, "read": read.run, "live": live.run}
 
@@ -35,13 +35,16 @@ async def main_async(config: Config, only: list[str]) -> None:
         for r in [] if config.smoke else ratios:
             if r["target"] is not None:
                 state = "met" if r["met"] else "MISSED"
-                print(f"target {state}: {r['scenario']} {r['params']} {r['ratio']:.2f} (target {r['target']})")
+                shown = f"{r['scenario']} {r['params']}"
+                print(f"target {state}: {shown} {r['ratio']:.2f} (target {r['target']})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="each scenario briefly, no targets")
-    parser.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(SCENARIOS)}")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated subset of {', '.join(SCENARIOS)}"
+    )
     args = parser.parse_args()
     config = Config.for_smoke() if args.smoke else Config()
     asyncio.run(main_async(config, [s for s in args.only.split(",") if s]))

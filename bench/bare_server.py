@@ -35,7 +35,7 @@ def sample_events(count: int, size: int = 100) -> list[pb.RecordedEvent]:
 
 
 class BareEventStore(pb_grpc.EventStoreServicer):
-    def __init__(self, page: int = 500) -> None:
+    def __init__(self, page: int) -> None:
         self._page = page
         self._events = sample_events(page)
 
@@ -68,9 +68,9 @@ class BareEventStore(pb_grpc.EventStoreServicer):
     ReadAll = CommitCheckpoint = GetCheckpoint = SaveSnapshot = ReadSnapshot = _unimplemented  # type: ignore[assignment]
 
 
-async def serve(listen: str) -> None:
+async def serve(listen: str, page: int) -> None:
     server = grpc.aio.server()
-    pb_grpc.add_EventStoreServicer_to_server(BareEventStore(), server)
+    pb_grpc.add_EventStoreServicer_to_server(BareEventStore(page), server)
     server.add_insecure_port(listen)
     await server.start()
     print(f"bare server listening on {listen}", flush=True)
@@ -83,4 +83,6 @@ async def serve(listen: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--listen", default="127.0.0.1:50099")
-    asyncio.run(serve(parser.parse_args().listen))
+    parser.add_argument("--page", type=int, default=1000, help="events per streamed message")
+    args = parser.parse_args()
+    asyncio.run(serve(args.listen, args.page))

@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from eventstore_server.config import Limits
 from localpg import LocalPostgres
 from tests.support import ServerProcess, create_database, store_process
 
@@ -80,7 +81,8 @@ class Bench:
         return server
 
     def bare_server(self) -> ServerProcess:
-        server = ServerProcess("bench.bare_server", [])
+        # Streams messages of as many events as the store's default page.
+        server = ServerProcess("bench.bare_server", ["--page", str(Limits().read_page_size)])
         server.start(wait=False)
         self._processes.append(server)
         return server
@@ -118,7 +120,9 @@ class Bench:
         result = Result(scenario, variant, metric, statistics.median(runs), params, runs)
         self.results.append(result)
         shown = ", ".join(f"{k}={v}" for k, v in params.items())
-        print(f"  {scenario:<28} {variant:<22} {shown:<24} {result.value:>12.1f} {metric}", flush=True)
+        print(
+            f"  {scenario:<28} {variant:<22} {shown:<24} {result.value:>12.1f} {metric}", flush=True
+        )
         return result
 
     def write(self, ratios: list[dict[str, Any]], path: Path = RESULTS) -> None:
@@ -138,7 +142,8 @@ def markdown(document: dict[str, Any]) -> str:
     m = document["machine"]
     lines = [
         f"Measured {document['when']} on {m['cores']} cores, PostgreSQL {m['postgresql']} "
-        f"(fsync={m['fsync']}, synchronous_commit={m['synchronous_commit']}), Python {m['python']}; "
+        f"(fsync={m['fsync']}, synchronous_commit={m['synchronous_commit']}), "
+        f"Python {m['python']}; "
         f"median of {m['repeat']} runs of {m['duration_s']} s each.",
         "",
         "| scenario | parameters | ours | baseline | baseline value | ratio | target | met |",
@@ -157,11 +162,18 @@ def markdown(document: dict[str, Any]) -> str:
             f"| {r['scenario']} | {params} | {r['ours']:.1f} {r['metric']} | {r['baseline']} | "
             f"{r['baseline_value']:.1f} | {shown_ratio} | {shown_target} | {met} |"
         )
-    lines += ["", "All measurements:", "", "| scenario | variant | parameters | value | runs |", "|---|---|---|---:|---|"]
+    lines += [
+        "",
+        "All measurements:",
+        "",
+        "| scenario | variant | parameters | value | runs |",
+        "|---|---|---|---:|---|",
+    ]
     for r in document["results"]:
         params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
         runs = ", ".join(f"{x:.1f}" for x in r["runs"])
-        lines.append(f"| {r['scenario']} | {r['variant']} | {params} | {r['value']:.1f} {r['metric']} | {runs} |")
+        value = f"{r['value']:.1f} {r['metric']}"
+        lines.append(f"| {r['scenario']} | {r['variant']} | {params} | {value} | {runs} |")
     return "\n".join(lines) + "\n"
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from bench.harness import RESULTS, Result  # noqa: E402
+from bench.harness import RESULTS, Result
 
 
 def draw(results: list[Result], path: Path = RESULTS) -> None:
@@ -22,7 +22,13 @@ def draw(results: list[Result], path: Path = RESULTS) -> None:
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=variant)
         for r in results:
             if r.scenario == "append 1 event" and "callers" not in r.params:
-                ax.axhline(r.value, linestyle="--", linewidth=1, label=f"{r.variant} ({next(iter(r.params.values()))} workers)", color="grey" if "naive" in r.variant else "tab:red")
+                ax.axhline(
+                    r.value,
+                    linestyle="--",
+                    linewidth=1,
+                    label=f"{r.variant} ({next(iter(r.params.values()))} workers)",
+                    color="grey" if "naive" in r.variant else "tab:red",
+                )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent callers")
         ax.set_ylabel("single-event appends per second")
@@ -36,7 +42,9 @@ def draw(results: list[Result], path: Path = RESULTS) -> None:
         fig, ax = plt.subplots(figsize=(7, 4))
         for label in ("p50 ms", "p99 ms", "max ms"):
             points = sorted((r.params["events/s"], r.value) for r in live if r.metric == label)
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label.split()[0])
+            ax.plot(
+                [p[0] for p in points], [p[1] for p in points], marker="o", label=label.split()[0]
+            )
         ax.set_xscale("log")
         ax.set_xlabel("events per second")
         ax.set_ylabel("Append → subscriber latency (ms)")

@@ -20,7 +20,7 @@ class Limits:
     max_append_size: int = 4 * MiB  # all events of one append
     max_metadata_entries: int = 64
     max_metadata_value_length: int = 4096
-    read_page_size: int = 500  # events per ReadStream / ReadAll / Subscribe message, at most
+    read_page_size: int = 1000  # events per ReadStream / ReadAll / Subscribe message, at most
     read_page_bytes: int = 1 * MiB  # and bytes per message, roughly
 
 

@@ -1,64 +1,87 @@
 """Reads from PostgreSQL: streams, the global log, snapshots and checkpoints.
 
 Every read is a short autocommit query; paging continues from the last version or position
-seen, so a long read never holds a transaction open. Rows become protobuf messages here.
+seen, so a long read never holds a transaction open. Events come back as pages of encoded
+records (see `es_events.record`), ready to send.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
 
-# recorded_at as microseconds since the epoch: cheaper to turn into a Timestamp than a datetime.
-EVENT_COLUMNS = """position, stream, version, event_id::text AS id, type, data,
-    metadata::text AS metadata, content_type,
-    (extract(epoch FROM recorded_at) * 1000000)::int8 AS recorded_us"""
 
-_STREAM_FORWARD = f"""SELECT {EVENT_COLUMNS} FROM es_events
-    WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"""
-_STREAM_BACKWARD = f"""SELECT {EVENT_COLUMNS} FROM es_events
-    WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT $3"""
-_ALL = f"""SELECT {EVENT_COLUMNS} FROM es_events
-    WHERE position > $1 AND position <= $2
-      AND (cardinality($4::text[]) = 0 OR type = ANY($4::text[]))
-    ORDER BY position LIMIT $3"""
-_CATEGORY = f"""SELECT {EVENT_COLUMNS} FROM es_events
-    WHERE category = $5 AND position > $1 AND position <= $2
-      AND (cardinality($4::text[]) = 0 OR type = ANY($4::text[]))
-    ORDER BY category, position LIMIT $3"""
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Events read in one query, already encoded.
+
+    `records` is the concatenation of the events' framed records: as bytes, it *is* a
+    ReadStreamResponse, ReadAllResponse or SubscribeResponse holding them.
+    """
+
+    records: bytes
+    count: int
+    first: int  # position (or version, for stream reads) of the first event, in read order
+    last: int  # and of the last
+    exhausted: bool  # nothing more matches up to the query's bound
+
+
+def _page_query(where: str, key: str, descending: bool = False) -> str:
+    """A page of events in `key` order: at most $1 events and about $2 bytes (at least one).
+
+    The inner LIMIT keeps the scan to one page; the running byte sum cuts large events short.
+    `scanned` counts what matched before that cut, to tell a short page from a cut one.
+    """
+    order = f"{key} DESC" if descending else key
+    first, last = ("max", "min") if descending else ("min", "max")
+    kept = "FILTER (WHERE before < $2)"
+    return f"""
+    SELECT coalesce(string_agg(record, ''::bytea ORDER BY {order}) {kept}, ''::bytea) AS records,
+           (count(*) {kept})::int AS count, count(*)::int AS scanned,
+           coalesce({first}({key}) {kept}, 0) AS first, coalesce({last}({key}) {kept}, 0) AS last
+      FROM (SELECT record, {key},
+                   sum(length(record)) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING)
+                       - length(record) AS before
+              FROM (SELECT record, {key} FROM es_events WHERE {where}
+                    ORDER BY {order} LIMIT $1) page
+           ) sized"""
+
+
+_TYPES = "(cardinality($5::text[]) = 0 OR type = ANY($5::text[]))"
+_STREAM_FORWARD = _page_query("stream_id = $3 AND version >= $4", "version")
+_STREAM_BACKWARD = _page_query("stream_id = $3 AND version <= $4", "version", descending=True)
+_ALL = _page_query(f"position > $3 AND position <= $4 AND {_TYPES}", "position")
+_CATEGORY = _page_query(
+    f"category = $6 AND position > $3 AND position <= $4 AND {_TYPES}", "position"
+)
 # Within a stream, version order is position order: the (stream_id, version) index serves it.
-_STREAM_AFTER = f"""SELECT {EVENT_COLUMNS} FROM es_events
-    WHERE stream_id = (SELECT stream_id FROM es_streams WHERE name = $5)
-      AND version > $1 AND position <= $2
-      AND (cardinality($4::text[]) = 0 OR type = ANY($4::text[]))
-    ORDER BY version LIMIT $3"""
+_STREAM_AFTER = _page_query(
+    "stream_id = (SELECT stream_id FROM es_streams WHERE name = $6)"
+    f" AND version > $3 AND position <= $4 AND {_TYPES}",
+    "version",
+)
+_TAIL_ROWS = """SELECT position, stream, category, type, version, record FROM es_events
+    WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3"""
 
 
-def to_event(row: asyncpg.Record) -> pb.RecordedEvent:
-    us = row["recorded_us"]
-    metadata = row["metadata"]
-    return pb.RecordedEvent(
-        id=row["id"],
-        stream=row["stream"],
-        version=row["version"],
-        position=row["position"],
-        type=row["type"],
-        data=row["data"],
-        metadata=json.loads(metadata) if metadata != "{}" else None,
-        content_type=row["content_type"],
-        recorded_at=Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000),
-    )
+def _page(row: asyncpg.Record | None, limit: int) -> Page:
+    assert row is not None  # an aggregate query always returns its one row
+    # Exhausted: fewer events matched than the page could hold, and none was cut for size.
+    exhausted = row["scanned"] < limit and row["count"] == row["scanned"]
+    return Page(row["records"], row["count"], row["first"], row["last"], exhausted)
 
 
 class Reader:
-    def __init__(self, pool: asyncpg.Pool, page_size: int) -> None:
+    def __init__(self, pool: asyncpg.Pool, page_size: int, page_bytes: int) -> None:
         self._pool = pool
         self._page = page_size
+        self._bytes = page_bytes
 
     async def head(self) -> int:
         """The position of the last committed event (0 in an empty store)."""
@@ -74,8 +97,8 @@ class Reader:
 
     async def read_stream(
         self, stream: str, from_version: int, max_count: int, backwards: bool
-    ) -> AsyncIterator[list[asyncpg.Record]]:
-        """Pages of rows of one stream; nothing when the stream does not exist."""
+    ) -> AsyncIterator[Page]:
+        """Pages of one stream; nothing when the stream does not exist."""
         found = await self.stream_version(stream)
         if found is None:
             return
@@ -85,40 +108,46 @@ class Reader:
             cursor = version if from_version == 0 else min(from_version, version)
         else:
             cursor = max(from_version, 1)
+        query = _STREAM_BACKWARD if backwards else _STREAM_FORWARD
         while remaining is None or remaining > 0:
             limit = self._page if remaining is None else min(self._page, remaining)
-            query = _STREAM_BACKWARD if backwards else _STREAM_FORWARD
-            rows = await self._pool.fetch(query, stream_id, cursor, limit)
-            if not rows:
+            page = _page(
+                await self._pool.fetchrow(query, limit, self._bytes, stream_id, cursor), limit
+            )
+            if page.count == 0:
                 return
-            yield rows
+            yield page
             if remaining is not None:
-                remaining -= len(rows)
-            if len(rows) < limit:
+                remaining -= page.count
+            if page.exhausted:
                 return
-            cursor = rows[-1]["version"] + (-1 if backwards else 1)
+            cursor = page.last + (-1 if backwards else 1)
 
-    async def read_after(
-        self,
-        after: int,
-        until: int,
-        limit: int,
-        *,
-        category: str = "",
-        types: Sequence[str] = (),
-    ) -> list[asyncpg.Record]:
-        """Events with after < position <= until, in position order, at most `limit`."""
+    async def page_after(
+        self, after: int, until: int, limit: int, *, category: str = "", types: Sequence[str] = ()
+    ) -> Page:
+        """Events with after < position <= until, in position order (first/last: positions)."""
         if category:
-            return await self._pool.fetch(_CATEGORY, after, until, limit, list(types), category)
-        return await self._pool.fetch(_ALL, after, until, limit, list(types))
+            row = await self._pool.fetchrow(
+                _CATEGORY, limit, self._bytes, after, until, list(types), category
+            )
+        else:
+            row = await self._pool.fetchrow(_ALL, limit, self._bytes, after, until, list(types))
+        return _page(row, limit)
 
-    async def read_stream_after(
+    async def stream_page_after(
         self, stream: str, after_version: int, until: int, limit: int, types: Sequence[str] = ()
-    ) -> list[asyncpg.Record]:
-        """A stream's events with version > after_version and position <= until, in order."""
-        return await self._pool.fetch(
-            _STREAM_AFTER, after_version, until, limit, list(types), stream
+    ) -> Page:
+        """A stream's events with version > after_version and position <= until; `first` and
+        `last` are versions."""
+        row = await self._pool.fetchrow(
+            _STREAM_AFTER, limit, self._bytes, after_version, until, list(types), stream
         )
+        return _page(row, limit)
+
+    async def rows_after(self, after: int, until: int, limit: int) -> list[asyncpg.Record]:
+        """Events one by one (position, stream, category, type, version, record), for the tail."""
+        return await self._pool.fetch(_TAIL_ROWS, after, until, limit)
 
     async def save_snapshot(
         self, stream: str, version: int, type_: str, data: bytes, metadata: str

@@ -14,11 +14,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
-from contracts.eventstore.v1 import eventstore_pb2_grpc as pb_grpc
 from eventstore_server import schema
 from eventstore_server.config import Settings
 from eventstore_server.reader import Reader
-from eventstore_server.service import EventStoreService
+from eventstore_server.service import EventStoreService, add_to_server
 from eventstore_server.tail import LiveTail
 from eventstore_server.writer import CONNECTION_ERRORS, GroupCommitWriter
 
@@ -101,7 +100,7 @@ async def _watch_health(
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT, then drain and close."""
     pool = await connect(settings)
-    reader = Reader(pool, settings.limits.read_page_size)
+    reader = Reader(pool, settings.limits.read_page_size, settings.limits.read_page_bytes)
     tail = LiveTail(reader, settings.database_url, settings.tail_events)
     await tail.start()
     writer = GroupCommitWriter(
@@ -110,9 +109,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     writer.start()
 
     server = grpc.aio.server(options=grpc_options(settings))
-    pb_grpc.add_EventStoreServicer_to_server(
-        EventStoreService(writer, reader, tail, settings.limits), server
-    )
+    add_to_server(EventStoreService(writer, reader, tail, settings.limits), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -1,18 +1,18 @@
 """The gRPC face of the store: checks each request, calls the writer or reader, maps errors.
 
 Streaming handlers are async generators (not `context.write`), which keeps them compatible with
-interceptors such as OpenTelemetry's.
+interceptors such as OpenTelemetry's. The reading handlers yield pages that are already encoded
+(bytes); `add_to_server` registers the methods with a serializer that passes bytes through.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
-from contracts.eventstore.v1 import eventstore_pb2_grpc as pb_grpc
 from eventstore_server.config import Limits
 from eventstore_server.errors import (
     FailedPrecondition,
@@ -21,7 +21,7 @@ from eventstore_server.errors import (
     StoreError,
     Unavailable,
 )
-from eventstore_server.reader import Reader, to_event
+from eventstore_server.reader import Reader
 from eventstore_server.subscriptions import Target, subscribe
 from eventstore_server.tail import LiveTail, ShuttingDown
 from eventstore_server.validation import (
@@ -36,23 +36,34 @@ from eventstore_server.writer import CONNECTION_ERRORS, GroupCommitWriter
 
 # The generated servicer types contexts per method; one loose alias keeps signatures readable.
 Context = grpc.aio.ServicerContext[Any, Any]
-Message = TypeVar("Message", pb.ReadStreamResponse, pb.ReadAllResponse)
 
 
-def _pages(
-    events: Iterable[pb.RecordedEvent], kind: type[Message], limits: Limits
-) -> Iterable[Message]:
-    """Split events into messages of at most read_page_size events and ~read_page_bytes."""
-    batch: list[pb.RecordedEvent] = []
-    size = 0
-    for event in events:
-        batch.append(event)
-        size += len(event.data) + 64
-        if len(batch) >= limits.read_page_size or size >= limits.read_page_bytes:
-            yield kind(events=batch)
-            batch, size = [], 0
-    if batch:
-        yield kind(events=batch)
+def _serialize(message: Any) -> bytes:
+    """Pages come encoded; everything else is a message."""
+    if isinstance(message, bytes):
+        return message
+    encoded: bytes = message.SerializeToString()
+    return encoded
+
+
+def add_to_server(service: EventStoreService, server: grpc.aio.Server) -> None:
+    """Register the service like the generated helper does, but with `_serialize`."""
+    descriptor = pb.DESCRIPTOR.services_by_name["EventStore"]
+    handlers = {}
+    for method in descriptor.methods:
+        kind = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = kind(
+            getattr(service, method.name),
+            request_deserializer=getattr(pb, method.input_type.name).FromString,
+            response_serializer=_serialize,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(descriptor.full_name, handlers),)
+    )
 
 
 def _position(value: int, field: str) -> int:
@@ -73,7 +84,9 @@ def _database_error(exc: BaseException) -> StoreError:
     return Unavailable(f"database unavailable: {exc.__class__.__name__}")
 
 
-class EventStoreService(pb_grpc.EventStoreServicer):
+class EventStoreService:
+    """The handlers of eventstore.v1.EventStore (registered by `add_to_server`)."""
+
     def __init__(
         self, writer: GroupCommitWriter, reader: Reader, tail: LiveTail, limits: Limits
     ) -> None:
@@ -97,14 +110,13 @@ class EventStoreService(pb_grpc.EventStoreServicer):
         self,
         request: pb.ReadStreamRequest,
         context: Context,
-    ) -> AsyncIterator[pb.ReadStreamResponse]:
+    ) -> AsyncIterator[bytes]:
         try:
             stream = stream_name(request.stream, self._limits)
             start = _position(request.from_version, "from_version")
             count = _position(request.max_count, "max_count")
-            async for rows in self._reader.read_stream(stream, start, count, request.backwards):
-                for message in _pages(map(to_event, rows), pb.ReadStreamResponse, self._limits):
-                    yield message
+            async for page in self._reader.read_stream(stream, start, count, request.backwards):
+                yield page.records
         except StoreError as error:
             await _abort(context, error)
         except CONNECTION_ERRORS as exc:
@@ -114,24 +126,24 @@ class EventStoreService(pb_grpc.EventStoreServicer):
         self,
         request: pb.ReadAllRequest,
         context: Context,
-    ) -> AsyncIterator[pb.ReadAllResponse]:
+    ) -> AsyncIterator[bytes]:
         try:
             cursor = _position(request.after_position, "after_position")
             remaining = _position(request.max_count, "max_count") or None
             category = category_name(request.category, self._limits) if request.category else ""
             types = event_types(list(request.event_types), self._limits)
             head = await self._reader.head()
-            page = self._limits.read_page_size
+            page_size = self._limits.read_page_size
             while cursor < head and (remaining is None or remaining > 0):
-                limit = page if remaining is None else min(page, remaining)
-                rows = await self._reader.read_after(
+                limit = page_size if remaining is None else min(page_size, remaining)
+                page = await self._reader.page_after(
                     cursor, head, limit, category=category, types=types
                 )
-                for message in _pages(map(to_event, rows), pb.ReadAllResponse, self._limits):
-                    yield message
+                if page.count:
+                    yield page.records
                 if remaining is not None:
-                    remaining -= len(rows)
-                cursor = rows[-1]["position"] if len(rows) == limit else head
+                    remaining -= page.count
+                cursor = head if page.exhausted else page.last
         except StoreError as error:
             await _abort(context, error)
         except CONNECTION_ERRORS as exc:
@@ -141,7 +153,7 @@ class EventStoreService(pb_grpc.EventStoreServicer):
         self,
         request: pb.SubscribeRequest,
         context: Context,
-    ) -> AsyncIterator[pb.SubscribeResponse]:
+    ) -> AsyncIterator[bytes]:
         try:
             target, after = await self._subscription(request)
             async for message in subscribe(

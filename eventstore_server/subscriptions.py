@@ -5,16 +5,22 @@ not match still move it, so neither a reconnect nor the switch from catch-up to 
 an event twice or skip one. Each step reads only up to the tail's head, which is committed.
 A stream subscription also keeps the last version delivered: its PostgreSQL reads use the
 stream's (stream_id, version) index instead of scanning the global log.
+
+Responses are yielded already encoded (the events' stored records; see `es_events.record`),
+except the one caught_up marker.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
-from eventstore_server.reader import Reader, to_event
+from eventstore_server.reader import Page, Reader
 from eventstore_server.tail import LiveTail, TailEvent
+
+CAUGHT_UP = pb.SubscribeResponse(caught_up=True).SerializeToString()
 
 
 @dataclass(frozen=True)
@@ -28,21 +34,19 @@ class Target:
         stream, category, types, after = self.stream, self.category, self.types, self.after_version
         if stream:
             return lambda e: (
-                e.event.stream == stream
-                and e.event.version > after
-                and (not types or e.event.type in types)
+                e.stream == stream and e.version > after and (not types or e.type in types)
             )
         if category:
-            return lambda e: e.category == category and (not types or e.event.type in types)
+            return lambda e: e.category == category and (not types or e.type in types)
         if types:
-            return lambda e: e.event.type in types
+            return lambda e: e.type in types
         return lambda e: True
 
 
 async def subscribe(
     reader: Reader, tail: LiveTail, target: Target, after: int, page: int
-) -> AsyncIterator[pb.SubscribeResponse]:
-    """Responses for a subscription that starts after global position `after`."""
+) -> AsyncIterator[bytes]:
+    """Encoded SubscribeResponses for a subscription that starts after global position `after`."""
     tail.attach()
     try:
         async for response in _deliver(reader, tail, target, after, page):
@@ -53,34 +57,50 @@ async def subscribe(
 
 async def _deliver(
     reader: Reader, tail: LiveTail, target: Target, after: int, page: int
-) -> AsyncIterator[pb.SubscribeResponse]:
+) -> AsyncIterator[bytes]:
     match = target.matcher()
     types = sorted(target.types)
     cursor = after
     last_version = target.after_version
     caught_up = False
-    while True:
-        head = tail.head
-        while cursor < head:
-            if tail.covers(cursor):
-                events, cursor = tail.after(cursor, page, match)
-            else:
-                if target.stream:
-                    rows = await reader.read_stream_after(
-                        target.stream, last_version, head, page, types
-                    )
-                else:
-                    rows = await reader.read_after(
-                        cursor, head, page, category=target.category, types=types
-                    )
-                events = [to_event(r) for r in rows]
-                cursor = rows[-1]["position"] if len(rows) == page else head
-            if events:
-                if target.stream:
-                    last_version = events[-1].version
-                yield pb.SubscribeResponse(events=events)
+    # During catch-up the next page is read while the current one is being sent.
+    ahead: asyncio.Task[Page] | None = None
+
+    def read(cursor: int, head: int) -> Awaitable[Page]:
+        if target.stream:
+            return reader.stream_page_after(target.stream, last_version, head, page, types)
+        return reader.page_after(cursor, head, page, category=target.category, types=types)
+
+    try:
+        while True:
             head = tail.head
-        if not caught_up:
-            caught_up = True
-            yield pb.SubscribeResponse(caught_up=True)
-        await tail.wait_beyond(cursor)
+            while cursor < head:
+                if ahead is None and tail.covers(cursor):
+                    events, cursor = tail.after(cursor, page, match)
+                    if target.stream:
+                        events = [e for e in events if e.version > last_version]
+                    if events:
+                        last_version = events[-1].version
+                        yield b"".join(e.record for e in events)
+                else:
+                    found = await (ahead if ahead is not None else read(cursor, head))
+                    ahead = None
+                    if target.stream:
+                        # A stream page's bounds are versions: the version cursor carries the
+                        # read on, and the position cursor moves once the page is exhausted.
+                        last_version = found.last if found.count else last_version
+                        cursor = head if found.exhausted else cursor
+                    else:
+                        cursor = head if found.exhausted else found.last
+                    if cursor < head and not tail.covers(cursor):
+                        ahead = asyncio.ensure_future(read(cursor, head))
+                    if found.count:
+                        yield found.records
+                head = tail.head if ahead is None else head
+            if not caught_up:
+                caught_up = True
+                yield CAUGHT_UP
+            await tail.wait_beyond(cursor)
+    finally:
+        if ahead is not None:
+            ahead.cancel()

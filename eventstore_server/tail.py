@@ -22,8 +22,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from contracts.eventstore.v1 import eventstore_pb2 as pb
-from eventstore_server.reader import Reader, to_event
+from eventstore_server.reader import Reader
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +32,11 @@ CHANNEL = "es_events"
 @dataclass(frozen=True, slots=True)
 class TailEvent:
     position: int
+    stream: str
     category: str
-    event: pb.RecordedEvent
+    type: str
+    version: int
+    record: bytes  # framed, as stored (see es_events.record)
 
 
 class ShuttingDown(Exception):
@@ -91,15 +93,15 @@ class LiveTail:
 
     def after(
         self, position: int, limit: int, match: Callable[[TailEvent], bool]
-    ) -> tuple[list[pb.RecordedEvent], int]:
+    ) -> tuple[list[TailEvent], int]:
         """Up to `limit` matching events after `position`, and the position scanned to."""
         start = bisect.bisect_right(self._positions, position)
-        found: list[pb.RecordedEvent] = []
+        found: list[TailEvent] = []
         scanned = position
         for item in self._events[start:]:
             scanned = item.position
             if match(item):
-                found.append(item.event)
+                found.append(item)
                 if len(found) >= limit:
                     return found, scanned
         return found, max(scanned, self.head)
@@ -137,11 +139,9 @@ class LiveTail:
             self._base = self.head = target
         else:
             while self.head < target:
-                rows = await self._reader.read_after(self.head, target, self._page)
+                rows = await self._reader.rows_after(self.head, target, self._page)
                 for row in rows:
-                    self._events.append(
-                        TailEvent(row["position"], _category(row["stream"]), to_event(row))
-                    )
+                    self._events.append(TailEvent(*row))
                     self._positions.append(row["position"])
                 self.head = rows[-1]["position"] if len(rows) == self._page else target
             overflow = len(self._events) - self._capacity
@@ -178,7 +178,3 @@ class LiveTail:
                 self.connected.clear()
                 if not conn.is_closed():
                     conn.terminate()
-
-
-def _category(stream: str) -> str:
-    return stream.split("-", 1)[0]

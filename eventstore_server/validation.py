@@ -30,9 +30,8 @@ _TEXT = re.compile(r"[^\x00-\x1f\x7f]*")
 class NewEvent:
     id: str
     type: str
-    data: bytes
-    metadata: str  # a JSON object
-    content_type: str
+    metadata: str  # a JSON object, for the metadata column
+    head: bytes  # the RecordedEvent fields known before the write, protobuf-encoded
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +164,15 @@ def append_command(request: pb.AppendRequest, limits: Limits) -> AppendCommand:
                 field="events",
             )
         total += size
-        events.append(NewEvent(event_id, e.type, e.data, metadata, e.content_type))
+        head = pb.RecordedEvent(
+            id=event_id,
+            stream=stream,
+            type=e.type,
+            data=e.data,
+            metadata=e.metadata,
+            content_type=e.content_type,
+        ).SerializeToString()
+        events.append(NewEvent(event_id, e.type, metadata, head))
     if total > limits.max_append_size:
         raise InvalidArgument(
             f"the append is {total} bytes, more than the limit of {limits.max_append_size}",

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 APPEND_BATCH = (
     "SELECT outcome, out_version, out_position"
-    " FROM es_append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    " FROM es_append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 )
 
 WRITTEN, DUPLICATE, WRONG_VERSION, ID_TAKEN = 0, 1, 2, 3
@@ -121,7 +121,7 @@ class GroupCommitWriter:
         if self._closing:
             raise Unavailable("the server is shutting down")
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        size = sum(len(e.data) + len(e.metadata) for e in command.events)
+        size = sum(len(e.head) + len(e.metadata) for e in command.events)
         self._queue.append(_Pending(command, future, size))
         self._wakeup.set()
         # A cancelled caller cancels the future; the writer skips it unless already written.
@@ -240,9 +240,8 @@ def _arguments(batch: list[_Pending]) -> tuple[list[Any], ...]:
     event_index: list[int] = []
     ids: list[str] = []
     types: list[str] = []
-    data: list[bytes] = []
+    heads: list[bytes] = []
     metadata: list[str] = []
-    content_types: list[str] = []
     for a, item in enumerate(batch, 1):
         c = item.command
         streams.append(c.stream)
@@ -253,21 +252,9 @@ def _arguments(batch: list[_Pending]) -> tuple[list[Any], ...]:
         for e in c.events:
             ids.append(e.id)
             types.append(e.type)
-            data.append(e.data)
+            heads.append(e.head)
             metadata.append(e.metadata)
-            content_types.append(e.content_type)
-    return (
-        streams,
-        expected,
-        counts,
-        event_append,
-        event_index,
-        ids,
-        types,
-        data,
-        metadata,
-        content_types,
-    )
+    return streams, expected, counts, event_append, event_index, ids, types, heads, metadata
 
 
 def _resolve(item: _Pending, result: AppendResult) -> None:

@@ -4,6 +4,7 @@ library, and COPY for multi-event appends."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 import uuid
@@ -22,7 +23,15 @@ PAYLOAD = b'{"amount":1250,"currency":"EUR","note":"benchmark"}'
 def _request(stream: str, count: int) -> pb.AppendRequest:
     return pb.AppendRequest(
         stream=stream,
-        events=[pb.EventData(id=str(uuid.uuid4()), type="Benchmarked", data=PAYLOAD, content_type="application/json") for _ in range(count)],
+        events=[
+            pb.EventData(
+                id=str(uuid.uuid4()),
+                type="Benchmarked",
+                data=PAYLOAD,
+                content_type="application/json",
+            )
+            for _ in range(count)
+        ],
     )
 
 
@@ -53,7 +62,10 @@ async def naive_asyncpg_rate(database_url: str, connections: int, duration: floa
     async def work(n: int) -> int:
         await conns[n].execute(
             "INSERT INTO naive_events (stream, event_id, type, data) VALUES ($1, $2, $3, $4)",
-            f"naive-{n}", uuid.uuid4(), "Benchmarked", PAYLOAD,
+            f"naive-{n}",
+            uuid.uuid4(),
+            "Benchmarked",
+            PAYLOAD,
         )
         return 1
 
@@ -72,12 +84,32 @@ async def copy_rate(database_url: str, connections: int, rows: int, duration: fl
            CREATE SEQUENCE IF NOT EXISTS copy_positions;
            ALTER TABLE copy_events ALTER COLUMN position SET DEFAULT nextval('copy_positions')"""
     )
-    columns = ["stream_id", "version", "stream", "category", "event_id", "type", "data", "metadata", "content_type"]
+    columns = [
+        "stream_id",
+        "version",
+        "stream",
+        "category",
+        "event_id",
+        "type",
+        "data",
+        "metadata",
+        "content_type",
+    ]
 
     async def work(n: int) -> int:
         stream_id = uuid.uuid4().int >> 66  # a new stream per call, as an append to a new stream
         records = [
-            (stream_id, i + 1, f"copy-{stream_id}", "copy", uuid.uuid4(), "Benchmarked", PAYLOAD, "{}", "application/json")
+            (
+                stream_id,
+                i + 1,
+                f"copy-{stream_id}",
+                "copy",
+                uuid.uuid4(),
+                "Benchmarked",
+                PAYLOAD,
+                "{}",
+                "application/json",
+            )
             for i in range(rows)
         ]
         await conns[n].copy_records_to_table("copy_events", records=records, columns=columns)
@@ -91,7 +123,8 @@ async def copy_rate(database_url: str, connections: int, rows: int, duration: fl
 
 
 def eventsourcing_rate(database_url: str, threads: int, duration: float) -> float:
-    """The eventsourcing library's PostgreSQL recorder: each save records one new aggregate's event."""
+    """The eventsourcing library's PostgreSQL recorder: each save records a new aggregate's
+    first event."""
     from eventsourcing.application import Application
     from eventsourcing.domain import Aggregate, event
 
@@ -104,11 +137,16 @@ def eventsourcing_rate(database_url: str, threads: int, duration: float) -> floa
     hostport = rest.rsplit("@", 1)[1]
     host, port = hostport.split(":")
     env: dict[str, Any] = {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_DBNAME": dbname, "POSTGRES_HOST": host,
-        "POSTGRES_PORT": port, "POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": "unused-with-trust",
-        "POSTGRES_POOL_SIZE": str(threads), "CREATE_TABLE": "y",
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": dbname,
+        "POSTGRES_HOST": host,
+        "POSTGRES_PORT": port,
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_PASSWORD": "unused-with-trust",
+        "POSTGRES_POOL_SIZE": str(threads),
+        "CREATE_TABLE": "y",
     }
-    app = Application(env=env)
+    app: Any = Application(env=env)
     count = [0] * threads
     deadline = time.monotonic() + duration
 
@@ -137,34 +175,52 @@ async def run(bench: Bench) -> list[dict[str, Any]]:
     by_callers = {}
     for callers in (1, 8) if cfg.smoke else (1, 8, 32, 128):
         ours = await bench.measure(
-            "append 1 event", "ours", "events/s",
-            lambda c=callers: grpc_append_rate(store.address, c, 1, cfg.duration), callers=callers,
+            "append 1 event",
+            "ours",
+            "events/s",
+            functools.partial(grpc_append_rate, store.address, callers, 1, cfg.duration),
+            callers=callers,
         )
         base = await bench.measure(
-            "append 1 event", "bare gRPC", "events/s",
-            lambda c=callers: grpc_append_rate(bare.address, c, 1, cfg.duration), callers=callers,
+            "append 1 event",
+            "bare gRPC",
+            "events/s",
+            functools.partial(grpc_append_rate, bare.address, callers, 1, cfg.duration),
+            callers=callers,
         )
         by_callers[callers] = ours
         ratios.append(ratio(ours, base, target=0.8 if callers == 32 else None))
     reference = by_callers[8 if cfg.smoke else 32]
     naive = await bench.measure(
-        "append 1 event", "naive asyncpg", "events/s",
-        lambda: naive_asyncpg_rate(db, 8, cfg.duration), connections=8,
+        "append 1 event",
+        "naive asyncpg",
+        "events/s",
+        lambda: naive_asyncpg_rate(db, 8, cfg.duration),
+        connections=8,
     )
     ratios.append(ratio(reference, naive))
     library = await bench.measure(
-        "append 1 event", "eventsourcing library", "events/s",
-        lambda: asyncio.to_thread(eventsourcing_rate, db, 8, cfg.duration), threads=8,
+        "append 1 event",
+        "eventsourcing library",
+        "events/s",
+        lambda: asyncio.to_thread(eventsourcing_rate, db, 8, cfg.duration),
+        threads=8,
     )
     ratios.append(ratio(reference, library, target=4.0))
     for size in (10, 100):
         ours = await bench.measure(
-            f"append {size} events", "ours", "events/s",
-            lambda s=size: grpc_append_rate(store.address, 8, s, cfg.duration), callers=8,
+            f"append {size} events",
+            "ours",
+            "events/s",
+            functools.partial(grpc_append_rate, store.address, 8, size, cfg.duration),
+            callers=8,
         )
         floor = await bench.measure(
-            f"append {size} events", "COPY", "events/s",
-            lambda s=size: copy_rate(db, 8, s, cfg.duration), connections=8,
+            f"append {size} events",
+            "COPY",
+            "events/s",
+            functools.partial(copy_rate, db, 8, size, cfg.duration),
+            connections=8,
         )
         ratios.append(ratio(ours, floor, target=0.5 if size == 100 else None))
     return ratios

@@ -57,7 +57,11 @@ async def latencies(address: str, rate: int, duration: float) -> list[float]:
             now = time.perf_counter()
             for e in events:
                 sent[e.id] = now
-            pending.append(asyncio.ensure_future(stub.Append(pb.AppendRequest(stream=f"{category}-{i % 16}", events=events))))
+            pending.append(
+                asyncio.ensure_future(
+                    stub.Append(pb.AppendRequest(stream=f"{category}-{i % 16}", events=events))
+                )
+            )
         await asyncio.gather(*pending)
         await asyncio.wait_for(done.wait(), 60)
         call.cancel()
@@ -72,8 +76,14 @@ async def run(bench: Bench) -> list[dict[str, Any]]:
     for rate in (100,) if cfg.smoke else (100, 1000, 5000):
         duration = cfg.duration if cfg.smoke else 3.0
         samples = await latencies(store.address, rate, duration)
-        for label, value in (("p50", _percentile(samples, 0.5)), ("p99", _percentile(samples, 0.99)), ("max", max(samples))):
-            result = Result("live latency", "ours", f"{label} ms", value, {"events/s": rate}, [value])
+        for label, value in (
+            ("p50", _percentile(samples, 0.5)),
+            ("p99", _percentile(samples, 0.99)),
+            ("max", max(samples)),
+        ):
+            result = Result(
+                "live latency", "ours", f"{label} ms", value, {"events/s": rate}, [value]
+            )
             bench.results.append(result)
             print(f"  live latency {label:<4} at {rate:>5} events/s: {value:8.2f} ms", flush=True)
             if label == "p99" and rate == 1000:

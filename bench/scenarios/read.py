@@ -20,18 +20,25 @@ async def _fill(address: str, stream: str, total: int, per_append: int = 1000) -
         stub = pb_grpc.EventStoreStub(channel)
         for start in range(0, total, per_append):
             n = min(per_append, total - start)
-            events = [pb.EventData(id=str(uuid.uuid4()), type="Benchmarked", data=PAYLOAD) for _ in range(n)]
+            events = [
+                pb.EventData(id=str(uuid.uuid4()), type="Benchmarked", data=PAYLOAD)
+                for _ in range(n)
+            ]
             await stub.Append(pb.AppendRequest(stream=stream, events=events))
 
 
-async def read_stream_rate(address: str, stream: str, count: int, callers: int, duration: float) -> float:
+async def read_stream_rate(
+    address: str, stream: str, count: int, callers: int, duration: float
+) -> float:
     async with grpc.aio.insecure_channel(address) as channel:
         await channel.channel_ready()
         stub = pb_grpc.EventStoreStub(channel)
 
         async def work(_: int) -> int:
             got = 0
-            async for response in stub.ReadStream(pb.ReadStreamRequest(stream=stream, max_count=count)):
+            async for response in stub.ReadStream(
+                pb.ReadStreamRequest(stream=stream, max_count=count)
+            ):
                 got += len(response.events)
             return got
 
@@ -40,7 +47,9 @@ async def read_stream_rate(address: str, stream: str, count: int, callers: int, 
 
 async def catch_up_rate(address: str, request: pb.SubscribeRequest, expected: int) -> float:
     """Events per second from subscribing until caught_up."""
-    async with grpc.aio.insecure_channel(address, options=[("grpc.max_receive_message_length", 16 << 20)]) as channel:
+    async with grpc.aio.insecure_channel(
+        address, options=[("grpc.max_receive_message_length", 16 << 20)]
+    ) as channel:
         await channel.channel_ready()
         stub = pb_grpc.EventStoreStub(channel)
         got = 0
@@ -67,12 +76,18 @@ async def run(bench: Bench) -> list[dict[str, Any]]:
     stream = "readbench-1"
     await _fill(store.address, stream, 1000)
     ours = await bench.measure(
-        "ReadStream 1000 events", "ours", "events/s",
-        lambda: read_stream_rate(store.address, stream, 1000, 4, cfg.duration), callers=4,
+        "ReadStream 1000 events",
+        "ours",
+        "events/s",
+        lambda: read_stream_rate(store.address, stream, 1000, 4, cfg.duration),
+        callers=4,
     )
     base = await bench.measure(
-        "ReadStream 1000 events", "bare gRPC", "events/s",
-        lambda: read_stream_rate(bare.address, stream, 1000, 4, cfg.duration), callers=4,
+        "ReadStream 1000 events",
+        "bare gRPC",
+        "events/s",
+        lambda: read_stream_rate(bare.address, stream, 1000, 4, cfg.duration),
+        callers=4,
     )
     ratios.append(ratio(ours, base))
 
@@ -80,12 +95,18 @@ async def run(bench: Bench) -> list[dict[str, Any]]:
     for i in range(10):
         await _fill(store.address, f"catchup-{i}", history // 10)
     ours = await bench.measure(
-        "catch-up Subscribe", "ours", "events/s",
-        lambda: catch_up_rate(store.address, pb.SubscribeRequest(category="catchup"), history), events=history,
+        "catch-up Subscribe",
+        "ours",
+        "events/s",
+        lambda: catch_up_rate(store.address, pb.SubscribeRequest(category="catchup"), history),
+        events=history,
     )
     base = await bench.measure(
-        "catch-up Subscribe", "bare gRPC", "events/s",
-        lambda: catch_up_rate(bare.address, pb.SubscribeRequest(after_position=history), history), events=history,
+        "catch-up Subscribe",
+        "bare gRPC",
+        "events/s",
+        lambda: catch_up_rate(bare.address, pb.SubscribeRequest(after_position=history), history),
+        events=history,
     )
     ratios.append(ratio(ours, base, target=0.5))
     return ratios

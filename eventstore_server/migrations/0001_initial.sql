@@ -15,10 +15,17 @@ CREATE TABLE es_streams (
     version   bigint NOT NULL
 );
 
--- The stream name and category are copied into each event so reads in global order (ReadAll,
--- Subscribe) need no join; events are immutable, so the copies cannot drift. stream_id has no
--- foreign key: only es_append_batch writes here, and it creates the stream row first; a key
--- would cost a lookup per event on the hot path.
+-- `record` is the event exactly as it goes on the wire: a RecordedEvent in protobuf encoding,
+-- framed as field 1 of the read responses (tag, length, message). A page of events is then the
+-- concatenation of its records, which is the encoding of a ReadStreamResponse, ReadAllResponse
+-- or SubscribeResponse: reads build no message per event, in PostgreSQL or in Python. The data
+-- is stored once, inside the record; the columns beside it are what queries filter on, and
+-- metadata as jsonb for operators (find the events of a trace, say).
+--
+-- The stream name and category are copied into each event so reads in global order need no
+-- join; events are immutable, so the copies cannot drift. stream_id has no foreign key: only
+-- es_append_batch writes here, and it creates the stream row first; a key would cost a lookup
+-- per event on the hot path.
 CREATE TABLE es_events (
     position     bigint      PRIMARY KEY,
     stream_id    bigint      NOT NULL,
@@ -27,13 +34,31 @@ CREATE TABLE es_events (
     category     text        NOT NULL,
     event_id     uuid        NOT NULL UNIQUE,
     type         text        NOT NULL,
-    data         bytea       NOT NULL,
     metadata     jsonb       NOT NULL,
-    content_type text        NOT NULL,
     recorded_at  timestamptz NOT NULL DEFAULT now(),
+    record       bytea       NOT NULL,
     UNIQUE (stream_id, version)
 );
 CREATE INDEX es_events_category ON es_events (category, position);
+
+-- Protobuf's base-128 varint of v, for 0 <= v < 2^56 (positions, versions, timestamps). Plain
+-- SQL, so the planner inlines it into the INSERT: no function call per event.
+CREATE FUNCTION es_varint(v bigint) RETURNS bytea
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT substring(int8send(
+          ((((v      ) & 127) | CASE WHEN v >= 128 THEN 128 ELSE 0 END) << 56)
+        | ((((v >>  7) & 127) | CASE WHEN v >= 16384 THEN 128 ELSE 0 END) << 48)
+        | ((((v >> 14) & 127) | CASE WHEN v >= 2097152 THEN 128 ELSE 0 END) << 40)
+        | ((((v >> 21) & 127) | CASE WHEN v >= 268435456 THEN 128 ELSE 0 END) << 32)
+        | ((((v >> 28) & 127) | CASE WHEN v >= 34359738368 THEN 128 ELSE 0 END) << 24)
+        | ((((v >> 35) & 127) | CASE WHEN v >= 4398046511104 THEN 128 ELSE 0 END) << 16)
+        | ((((v >> 42) & 127) | CASE WHEN v >= 562949953421312 THEN 128 ELSE 0 END) << 8)
+        | ((v >> 49) & 127)
+    ) FROM 1 FOR CASE
+        WHEN v < 128 THEN 1 WHEN v < 16384 THEN 2 WHEN v < 2097152 THEN 3
+        WHEN v < 268435456 THEN 4 WHEN v < 34359738368 THEN 5 WHEN v < 4398046511104 THEN 6
+        WHEN v < 562949953421312 THEN 7 ELSE 8 END)
+$$;
 
 CREATE TABLE es_snapshots (
     stream_id   bigint      NOT NULL REFERENCES es_streams,
@@ -56,6 +81,9 @@ CREATE TABLE es_checkpoints (
 -- Append i targets p_streams[i] with expectation p_expected[i] (>= 0: exact version; -1: any;
 -- -2: no stream; -3: stream exists) and owns p_counts[i] consecutive entries of the event
 -- arrays; p_event_append / p_event_index give each event's append and its 1-based place in it.
+-- p_heads holds each event's RecordedEvent fields that the client decides (id, stream, type,
+-- data, metadata, content_type), already encoded; version, position and recorded_at are added
+-- here, where they are decided.
 -- Each append is checked on its own; a refused one writes nothing and does not affect the
 -- others. One row per append, in order: outcome 0 written, 1 duplicate of an earlier append
 -- (nothing written; its version and position), 2 wrong expected version (version = actual),
@@ -72,7 +100,7 @@ CREATE TABLE es_checkpoints (
 CREATE FUNCTION es_append_batch(
     p_streams text[], p_expected bigint[], p_counts int[],
     p_event_append int[], p_event_index int[],
-    p_ids uuid[], p_types text[], p_data bytea[], p_metadata jsonb[], p_content_types text[]
+    p_ids uuid[], p_types text[], p_heads bytea[], p_metadata jsonb[]
 ) RETURNS TABLE (outcome smallint, out_version bigint, out_position bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -98,6 +126,8 @@ DECLARE
     same       int;
     last_version  bigint;
     last_position bigint;
+    now_us     bigint := (extract(epoch FROM now()) * 1000000)::bigint;
+    stamp      bytea;
 BEGIN
     PERFORM pg_advisory_xact_lock(7354023980542);
     SELECT h.position INTO head FROM es_head h;
@@ -157,6 +187,10 @@ BEGIN
     END LOOP;
 
     IF head > start_head THEN
+        -- recorded_at as a google.protobuf.Timestamp (seconds = 1, nanos = 2), field 9.
+        stamp := '\x08'::bytea || es_varint(now_us / 1000000)
+                 || '\x10'::bytea || es_varint((now_us % 1000000) * 1000);
+        stamp := '\x4a'::bytea || es_varint(length(stamp)) || stamp;
         INSERT INTO es_streams (name, category, version)
             SELECT k.name, split_part(k.name, '-', 1), k.version
               FROM unnest(names, ids, versions) AS k(name, id, version) WHERE k.id IS NULL;
@@ -164,13 +198,19 @@ BEGIN
           FROM unnest(ids, versions) AS k(id, version)
          WHERE k.id IS NOT NULL AND s.stream_id = k.id AND s.version <> k.version;
         INSERT INTO es_events (position, stream_id, version, stream, category, event_id, type,
-                               data, metadata, content_type)
-            SELECT pos_before[e.a] + e.j, s.stream_id, ver_before[e.a] + e.j, s.name, s.category,
-                   e.id, e.type, e.data, e.metadata, e.content_type
-              FROM unnest(p_event_append, p_event_index, p_ids, p_types, p_data, p_metadata,
-                          p_content_types) AS e(a, j, id, type, data, metadata, content_type)
-              JOIN es_streams s ON s.name = p_streams[e.a]
-             WHERE accepted[e.a];
+                               metadata, record)
+            SELECT x.position, x.stream_id, x.version, x.stream, x.category, x.id, x.type,
+                   x.metadata, '\x0a'::bytea || es_varint(length(x.body)) || x.body
+              FROM (SELECT pos_before[e.a] + e.j AS position, ver_before[e.a] + e.j AS version,
+                           s.stream_id, s.name AS stream, s.category, e.id, e.type, e.metadata,
+                           -- + version (field 3) + position (field 4) + recorded_at (field 9)
+                           e.head || '\x18'::bytea || es_varint(ver_before[e.a] + e.j)
+                                  || '\x20'::bytea || es_varint(pos_before[e.a] + e.j)
+                                  || stamp AS body
+                      FROM unnest(p_event_append, p_event_index, p_ids, p_types, p_heads, p_metadata)
+                           AS e(a, j, id, type, head, metadata)
+                      JOIN es_streams s ON s.name = p_streams[e.a]
+                     WHERE accepted[e.a]) x;
         UPDATE es_head SET position = head;
         -- Delivered at commit, never before: a woken reader finds the events committed.
         PERFORM pg_notify('es_events', head::text);

@@ -197,10 +197,28 @@ async def test_read_stream_paging_direction_and_bounds(client: EventStoreClient)
 
 async def test_read_stream_pages_are_several_messages(client: EventStoreClient) -> None:
     stream = f"{unique()}-1"
-    await client.append(stream, [NewEvent("E") for _ in range(1000)])
+    for _ in range(3):
+        await client.append(stream, [NewEvent("E") for _ in range(1000)])
     messages = [m async for m in client.stub.ReadStream(pb.ReadStreamRequest(stream=stream))]
-    assert len(messages) >= 2
-    assert sum(len(m.events) for m in messages) == 1000
+    assert len(messages) >= 3  # at most read_page_size (1000) events per message
+    assert [e.version for m in messages for e in m.events] == list(range(1, 3001))
+
+
+async def test_large_events_are_paged_by_bytes(client: EventStoreClient) -> None:
+    """Messages stay near read_page_bytes (1 MiB) however large the events: none is lost."""
+    stream = f"{unique()}-1"
+    for i in range(3):
+        await client.append(stream, [NewEvent("Big", bytes([i]) * 400_000) for _ in range(3)])
+    messages = [m async for m in client.stub.ReadStream(pb.ReadStreamRequest(stream=stream))]
+    assert len(messages) >= 3
+    assert all(len(m.events) <= 3 for m in messages)
+    events = [e for m in messages for e in m.events]
+    assert [e.version for e in events] == list(range(1, 10))
+    assert [e.data[:1] for e in events] == [bytes([i // 3]) for i in range(9)]
+    backwards = await client.read_stream_list(stream, backwards=True)
+    assert [e.version for e in backwards] == list(range(9, 0, -1))
+    everything = [e async for e in client.read_all(after_position=events[0].position - 1)]
+    assert [e.id for e in everything][:9] == [e.id for e in events]
 
 
 async def test_missing_stream_reads_empty(client: EventStoreClient) -> None:
