@@ -39,14 +39,13 @@ def _processes(database_url: str) -> list[tuple[str, list[str]]]:
         ("customer_svc", "CUSTOMER_PORT", "50052"),
         ("order_svc", "ORDER_PORT", "50053"),
     ):
-        if (ROOT / module / "__main__.py").exists():
-            listen = f"127.0.0.1:{os.environ.get(port_var, default)}"
-            procs.append(
-                (
-                    module,
-                    ["--listen", listen, "--eventstore", store, "--database-url", database_url],
-                )
+        listen = f"127.0.0.1:{os.environ.get(port_var, default)}"
+        procs.append(
+            (
+                module,
+                ["--listen", listen, "--eventstore", store, "--database-url", database_url],
             )
+        )
     return procs
 
 

@@ -1,0 +1,1 @@
+"""The customer service: customers, their credit limits and the credit reserved by orders."""

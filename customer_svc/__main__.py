@@ -1,0 +1,48 @@
+"""`python -m customer_svc --listen HOST:PORT --eventstore HOST:PORT` (see --help)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import grpc
+
+from contracts.customer.v1 import customer_pb2, customer_pb2_grpc
+from customer_svc.domain.customer import CUSTOMER
+from customer_svc.entrypoints.grpc_server import CustomerServicer
+from customer_svc.service_layer.handlers import ORDER_EVENTS, Customers
+from eventstore_client import EventStoreClient
+from eventstore_client.hosting import ServiceSettings, parse_settings, serve
+from eventstore_client.repository import Repository
+from eventstore_client.subscription import SubscriptionRunner
+
+SUBSCRIBER = "customer_svc.orders"
+
+
+async def run(settings: ServiceSettings) -> None:
+    async with EventStoreClient(settings.eventstore) as client:
+        customers = Customers(Repository(client, CUSTOMER, snapshot_every=settings.snapshot_every))
+        orders = SubscriptionRunner(
+            client, SUBSCRIBER, customers.on_order_event, category="order", event_types=ORDER_EVENTS
+        )
+
+        def register(server: grpc.aio.Server) -> list[str]:
+            customer_pb2_grpc.add_CustomerServiceServicer_to_server(
+                CustomerServicer(customers), server
+            )
+            return [customer_pb2.DESCRIPTOR.services_by_name["CustomerService"].full_name]
+
+        await serve("customer_svc", settings, register, [orders.run])
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(run(parse_settings("python -m customer_svc", "CUSTOMER", "127.0.0.1:50052")))
+
+
+if __name__ == "__main__":
+    main()

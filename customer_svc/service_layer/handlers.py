@@ -1,0 +1,61 @@
+"""Use cases of the customer service: commands from gRPC and reactions to order events."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from customer_svc.domain import customer
+from customer_svc.domain.customer import Customer, CustomerEvent
+from eventstore_client.client import RecordedEvent
+from eventstore_client.repository import Loaded, Repository
+
+log = logging.getLogger(__name__)
+
+# The order events this service reacts to (its subscription's filter).
+ORDER_EVENTS = ("OrderCreated", "OrderCancelled")
+
+
+def is_id(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+class Customers:
+    def __init__(self, repository: Repository[Customer, CustomerEvent]) -> None:
+        self._repository = repository
+
+    async def create(self, customer_id: str, name: str, credit_limit: int) -> Loaded[Customer]:
+        executed = await self._repository.execute(
+            customer_id, lambda state: customer.create(state, name, credit_limit)
+        )
+        return executed.loaded
+
+    async def get(self, customer_id: str) -> Loaded[Customer]:
+        return await self._repository.load(customer_id)
+
+    async def on_order_event(self, event: RecordedEvent) -> None:
+        """The saga's customer side: answer each new order once, release cancelled ones."""
+        fields = json.loads(event.data)
+        customer_id, order_id = fields["customer_id"], fields["order_id"]
+        if not is_id(customer_id):
+            # order_svc accepts only UUIDs; anything else cannot name a customer stream.
+            log.error(
+                "ignoring %s %s: customer id %r is not a UUID", event.type, event.id, customer_id
+            )
+            return
+        if event.type == "OrderCreated":
+            total = int(fields["total"])
+            await self._repository.execute(
+                customer_id,
+                lambda s: customer.reserve_credit(s, order_id, total),
+                causation_id=event.id,
+            )
+        elif event.type == "OrderCancelled":
+            await self._repository.execute(
+                customer_id, lambda s: customer.release_credit(s, order_id), causation_id=event.id
+            )

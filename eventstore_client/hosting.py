@@ -1,0 +1,116 @@
+"""Running a gRPC service built on the store: flags, health, reflection, background
+subscriptions and a graceful stop on SIGTERM. Both example services use it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    listen: str
+    eventstore: str
+    database_url: str
+    snapshot_every: int
+    shutdown_grace: float
+
+
+def parse_settings(
+    prog: str,
+    env_prefix: str,
+    default_listen: str,
+    argv: Sequence[str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> ServiceSettings:
+    """Flags, each with an environment variable (`{env_prefix}_LISTEN`, ...) as its default."""
+    env = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(
+        prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--listen",
+        default=env.get(f"{env_prefix}_LISTEN", default_listen),
+        help=f"HOST:PORT to serve gRPC on [${env_prefix}_LISTEN]",
+    )
+    parser.add_argument(
+        "--eventstore",
+        default=env.get("EVENTSTORE_ADDRESS", "127.0.0.1:50051"),
+        help="the event store's HOST:PORT [$EVENTSTORE_ADDRESS]",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=env.get("DATABASE_URL", ""),
+        help="PostgreSQL for the service's read model, if it has one [$DATABASE_URL]",
+    )
+    parser.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=int(env.get("SNAPSHOT_EVERY", "100")),
+        help="save an aggregate snapshot every N events [$SNAPSHOT_EVERY]",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=float(env.get(f"{env_prefix}_SHUTDOWN_GRACE", "10")),
+        help=f"seconds to finish calls on SIGTERM [${env_prefix}_SHUTDOWN_GRACE]",
+    )
+    args = parser.parse_args(argv)
+    return ServiceSettings(
+        args.listen, args.eventstore, args.database_url, args.snapshot_every, args.shutdown_grace
+    )
+
+
+async def serve(
+    name: str,
+    settings: ServiceSettings,
+    register: Callable[[grpc.aio.Server], Sequence[str]],
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+) -> None:
+    """Serve until SIGTERM/SIGINT. `register` adds the servicers and returns their full names;
+    `background` tasks (subscriptions) run beside the server and are cancelled on stop."""
+    server = grpc.aio.server()
+    names = list(register(server))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    port = server.add_insecure_port(settings.listen)
+    await server.start()
+    for service in ["", *names]:
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    tasks = [asyncio.create_task(job(), name=f"{name}-background") for job in background]
+    print(f"{name} listening on {settings.listen.rsplit(':', 1)[0]}:{port}", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("%s shutting down", name)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(settings.shutdown_grace)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

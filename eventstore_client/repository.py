@@ -1,0 +1,139 @@
+"""The aggregate repository: load from the latest snapshot plus later events, append with the
+expected version, retry the command on a conflict, snapshot every N events."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic
+
+from eventstore_client.aggregate import AggregateType, Event, State
+from eventstore_client.client import EventStoreClient, NewEvent
+from eventstore_client.errors import WrongExpectedVersionError
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_TYPE = "Snapshot"
+
+
+@dataclass(frozen=True)
+class Loaded(Generic[State]):
+    """An aggregate's state at `version`, and what it took to rebuild it."""
+
+    state: State
+    version: int  # 0: the stream has no events
+    snapshot_version: int = 0  # the snapshot it started from (0: none)
+    events_read: int = 0  # events folded on top of the snapshot
+
+
+@dataclass(frozen=True)
+class Executed(Generic[State, Event]):
+    loaded: Loaded[State]  # the state after the command
+    events: Sequence[Event]  # what the command recorded (empty: nothing to do)
+
+
+class ConcurrencyError(Exception):
+    """A command kept losing the race for its aggregate; nothing was written."""
+
+
+class Repository(Generic[State, Event]):
+    """Loads and changes aggregates of one kind through the event store."""
+
+    def __init__(
+        self,
+        client: EventStoreClient,
+        kind: AggregateType[State, Event],
+        *,
+        snapshot_every: int = 100,
+        max_attempts: int = 20,
+        metadata: Callable[[], Mapping[str, str]] | None = None,
+    ) -> None:
+        self._client = client
+        self._kind = kind
+        self._snapshot_every = snapshot_every
+        self._max_attempts = max_attempts
+        self._metadata = metadata or dict
+
+    async def load(self, aggregate_id: str, as_of_version: int = 0) -> Loaded[State]:
+        """The aggregate now, or as it was at `as_of_version` (a temporal query)."""
+        kind = self._kind
+        stream = kind.stream(aggregate_id)
+        state = kind.initial(aggregate_id)
+        start = 0
+        snapshot = await self._client.read_snapshot(stream, max_version=as_of_version)
+        if snapshot is not None and snapshot.metadata.get("schema") == str(kind.snapshot_schema):
+            state = kind.from_snapshot(json.loads(snapshot.data))
+            start = snapshot.version
+        elif snapshot is not None:
+            log.info("ignoring %s snapshot of schema %s", stream, snapshot.metadata.get("schema"))
+        count = as_of_version - start if as_of_version else 0
+        if as_of_version and count <= 0:
+            return Loaded(state, start, start, 0)
+        version, read = start, 0
+        async for recorded in self._client.read_stream(
+            stream, from_version=start + 1, max_count=count
+        ):
+            event = kind.codec.decode(recorded.type, recorded.data)
+            if event is not None:
+                state = kind.evolve(state, event)
+            version = recorded.version
+            read += 1
+        return Loaded(state, version, start, read)
+
+    async def execute(
+        self,
+        aggregate_id: str,
+        command: Callable[[State], Sequence[Event]],
+        *,
+        causation_id: str = "",
+    ) -> Executed[State, Event]:
+        """Run `command` on the current state and append what it decides, expecting the version
+        it saw; on a conflict, reload and run it again.
+
+        With `causation_id` (the id of the event being reacted to), the new events' ids derive
+        from it: a reaction run twice (a redelivery, two replicas) appends the same ids, and the
+        store answers the second append with the first's result instead of writing again.
+        """
+        kind = self._kind
+        stream = kind.stream(aggregate_id)
+        for _ in range(self._max_attempts):
+            loaded = await self.load(aggregate_id)
+            decided = list(command(loaded.state))
+            if not decided:
+                return Executed(loaded, [])
+            metadata = dict(self._metadata())
+            if causation_id:
+                metadata["causation_id"] = causation_id
+            events = []
+            for i, event in enumerate(decided):
+                type_name, data = kind.codec.encode(event)
+                event_id = (
+                    str(uuid.uuid5(uuid.NAMESPACE_URL, f"{causation_id}/{stream}/{i}"))
+                    if causation_id
+                    else str(uuid.uuid4())
+                )
+                events.append(NewEvent(type_name, data, metadata, "application/json", event_id))
+            try:
+                result = await self._client.append(stream, events, expected_version=loaded.version)
+            except WrongExpectedVersionError:
+                continue
+            state = kind.fold(loaded.state, decided)
+            after = Loaded(state, result.version, loaded.snapshot_version, loaded.events_read)
+            if result.version // self._snapshot_every > loaded.version // self._snapshot_every:
+                await self.save_snapshot(aggregate_id, after)
+            return Executed(after, decided)
+        raise ConcurrencyError(f"{stream}: gave up after {self._max_attempts} conflicting attempts")
+
+    async def save_snapshot(self, aggregate_id: str, loaded: Loaded[State]) -> None:
+        kind = self._kind
+        data = json.dumps(kind.to_snapshot(loaded.state), separators=(",", ":")).encode()
+        await self._client.save_snapshot(
+            kind.stream(aggregate_id),
+            loaded.version,
+            SNAPSHOT_TYPE,
+            data,
+            {"schema": str(kind.snapshot_schema)},
+        )

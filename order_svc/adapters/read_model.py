@@ -1,0 +1,108 @@
+"""The customer-orders read model: one row per order, in the service's own PostgreSQL schema.
+
+Kept by a subscription to the `order` category. Each event is applied in one transaction with
+the subscription's checkpoint, and events at or below the checkpoint are skipped inside that
+transaction: after a crash, or with several replicas applying the same events, every event
+changes the view exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import asyncpg
+
+from eventstore_client.client import RecordedEvent
+
+SETUP_LOCK = 7354023980601
+STATES = {"OrderApproved": "APPROVED", "OrderRejected": "REJECTED", "OrderCancelled": "CANCELLED"}
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    order_id: str
+    customer_id: str
+    total: int
+    state: str
+    rejection_reason: str
+    version: int
+
+
+class CustomerOrdersView:
+    def __init__(self, pool: asyncpg.Pool, schema: str = "order_svc") -> None:
+        self._pool = pool
+        self._schema = schema
+
+    async def setup(self) -> None:
+        s = self._schema
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", SETUP_LOCK)
+            await conn.execute(
+                f"""CREATE SCHEMA IF NOT EXISTS {s};
+                CREATE TABLE IF NOT EXISTS {s}.customer_orders (
+                    order_id text PRIMARY KEY, customer_id text NOT NULL, total bigint NOT NULL,
+                    state text NOT NULL, rejection_reason text NOT NULL DEFAULT '',
+                    version bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now());
+                CREATE INDEX IF NOT EXISTS customer_orders_customer
+                    ON {s}.customer_orders (customer_id, order_id);
+                CREATE TABLE IF NOT EXISTS {s}.checkpoints (
+                    name text PRIMARY KEY, position bigint NOT NULL)"""
+            )
+
+    # The Checkpoints protocol: saving happens inside `apply`, with the change it covers.
+    async def load(self, name: str) -> int:
+        value = await self._pool.fetchval(
+            f"SELECT position FROM {self._schema}.checkpoints WHERE name = $1", name
+        )
+        return int(value or 0)
+
+    async def save(self, name: str, position: int) -> None:
+        return None
+
+    async def apply(self, name: str, event: RecordedEvent) -> None:
+        s = self._schema
+        fields = json.loads(event.data)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                f"INSERT INTO {s}.checkpoints VALUES ($1, 0) ON CONFLICT DO NOTHING", name
+            )
+            done = await conn.fetchval(
+                f"SELECT position FROM {s}.checkpoints WHERE name = $1 FOR UPDATE", name
+            )
+            if event.position <= done:
+                return  # applied already (a redelivery, or another replica got here first)
+            order_id = fields["order_id"]
+            if event.type == "OrderCreated":
+                await conn.execute(
+                    f"""INSERT INTO {s}.customer_orders
+                            (order_id, customer_id, total, state, version)
+                        VALUES ($1, $2, $3, 'PENDING', $4) ON CONFLICT (order_id) DO NOTHING""",
+                    order_id,
+                    fields["customer_id"],
+                    int(fields["total"]),
+                    event.version,
+                )
+            else:
+                state = STATES.get(event.type)
+                if state is not None:
+                    await conn.execute(
+                        f"""UPDATE {s}.customer_orders
+                            SET state = $2, rejection_reason = $3, version = $4, updated_at = now()
+                            WHERE order_id = $1""",
+                        order_id,
+                        state,
+                        fields.get("reason", ""),
+                        event.version,
+                    )
+            await conn.execute(
+                f"UPDATE {s}.checkpoints SET position = $2 WHERE name = $1", name, event.position
+            )
+
+    async def customer_orders(self, customer_id: str) -> list[OrderRow]:
+        rows = await self._pool.fetch(
+            f"""SELECT order_id, customer_id, total, state, rejection_reason, version
+                FROM {self._schema}.customer_orders WHERE customer_id = $1 ORDER BY order_id""",
+            customer_id,
+        )
+        return [OrderRow(**dict(r)) for r in rows]
