@@ -24,9 +24,12 @@ install: $(STAMP)  ## create .venv and install the project with its dev tools
 run: $(STAMP)  ## start PostgreSQL (embedded unless DATABASE_URL is set) and the store
 	$(BIN)/python -m tools.run_local
 
+demo: $(STAMP)  ## walk through the credit saga (starts the system unless `make run` is up)
+	$(BIN)/python -m tools.demo
+
 lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff check .
-	$(BIN)/mypy eventstore_server eventstore_client localpg tools tests bench
+	$(BIN)/mypy eventstore_server eventstore_client customer_svc order_svc localpg tools tests bench
 
 proto: $(STAMP)  ## regenerate contracts/ from protos/
 	$(BIN)/python tools/gen_protos.py

@@ -62,15 +62,25 @@ class BareEventStore(pb_grpc.EventStoreServicer):
             remaining -= n
         yield pb.SubscribeResponse(caught_up=True)
 
-    async def _unimplemented(self, request: Any, context: Any) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of the baseline")
 
-    ReadAll = CommitCheckpoint = GetCheckpoint = SaveSnapshot = ReadSnapshot = _unimplemented  # type: ignore[assignment]
+async def _unimplemented(self: BareEventStore, request: Any, context: Any) -> Any:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of the baseline")
+
+
+for _name in (
+    "ReadAll",
+    "CommitCheckpoint",
+    "GetCheckpoint",
+    "SaveSnapshot",
+    "ReadSnapshot",
+    "GetStats",
+):
+    setattr(BareEventStore, _name, _unimplemented)
 
 
 async def serve(listen: str, page: int) -> None:
     server = grpc.aio.server()
-    pb_grpc.add_EventStoreServicer_to_server(BareEventStore(page), server)
+    pb_grpc.add_EventStoreServicer_to_server(BareEventStore(page), server)  # type: ignore[abstract]
     server.add_insecure_port(listen)
     await server.start()
     print(f"bare server listening on {listen}", flush=True)

@@ -249,6 +249,11 @@ class EventStoreClient:
         )
         return response.snapshot if response.found else None
 
+    async def stats(self) -> pb.GetStatsResponse:
+        """Head position, stream count and durable subscribers with their lag."""
+        response: pb.GetStatsResponse = await self._unary(self._stub.GetStats, pb.GetStatsRequest())
+        return response
+
     async def _unary(self, method: Any, request: Any) -> Any:
         try:
             return await method(request, timeout=self._timeout)

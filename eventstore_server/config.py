@@ -36,7 +36,7 @@ class Settings:
     keepalive_time_ms: int = 30_000
     keepalive_timeout_ms: int = 10_000
     tail_events: int = 10_000  # recent events kept in memory for live subscribers
-    subscriber_buffer: int = 2_000  # events queued per live subscriber before it falls back
+    writer_pipeline: int = 1  # group-commit batches in flight at once (one connection each)
     limits: Limits = field(default_factory=Limits)
 
 
@@ -52,7 +52,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("keepalive_time_ms", "EVENTSTORE_KEEPALIVE_TIME_MS", int, "HTTP/2 ping interval"),
     ("keepalive_timeout_ms", "EVENTSTORE_KEEPALIVE_TIMEOUT_MS", int, "ping answer timeout"),
     ("tail_events", "EVENTSTORE_TAIL_EVENTS", int, "recent events kept in memory"),
-    ("subscriber_buffer", "EVENTSTORE_SUBSCRIBER_BUFFER", int, "live events queued per subscriber"),
+    ("writer_pipeline", "EVENTSTORE_WRITER_PIPELINE", int, "group commits in flight at once"),
 ]
 _LIMIT_FLAGS: list[tuple[str, str, str]] = [
     ("max_name_length", "EVENTSTORE_MAX_NAME_LENGTH", "characters in a stream name, at most"),

@@ -211,6 +211,32 @@ class Reader:
         )
         return value
 
+    async def stats(self) -> pb.GetStatsResponse:
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            head: int = await conn.fetchval("SELECT position FROM es_head")
+            streams: int = await conn.fetchval("SELECT count(*) FROM es_streams")
+            rows = await conn.fetch(
+                """SELECT subscriber, position,
+                          (extract(epoch FROM updated_at) * 1000000)::int8 AS updated_us
+                     FROM es_checkpoints ORDER BY subscriber"""
+            )
+        return pb.GetStatsResponse(
+            head_position=head,
+            streams=streams,
+            subscribers=[
+                pb.SubscriberInfo(
+                    name=r["subscriber"],
+                    position=r["position"],
+                    lag=max(0, head - r["position"]),
+                    updated_at=Timestamp(
+                        seconds=r["updated_us"] // 1_000_000,
+                        nanos=r["updated_us"] % 1_000_000 * 1000,
+                    ),
+                )
+                for r in rows
+            ],
+        )
+
     async def checkpoint(self, subscriber: str) -> int | None:
         value: int | None = await self._pool.fetchval(
             "SELECT position FROM es_checkpoints WHERE subscriber = $1", subscriber

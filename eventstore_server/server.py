@@ -104,7 +104,10 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     tail = LiveTail(reader, settings.database_url, settings.tail_events)
     await tail.start()
     writer = GroupCommitWriter(
-        settings.database_url, max_batch_events=settings.max_batch_events, on_commit=tail.advance
+        settings.database_url,
+        max_batch_events=settings.max_batch_events,
+        pipeline=settings.writer_pipeline,
+        on_commit=tail.advance,
     )
     writer.start()
 

@@ -261,6 +261,13 @@ class EventStoreService:
             await _abort(context, _database_error(exc))
         return pb.SaveSnapshotResponse()
 
+    async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.GetStatsResponse:
+        try:
+            return await self._reader.stats()
+        except CONNECTION_ERRORS as exc:
+            await _abort(context, _database_error(exc))
+            raise
+
     async def ReadSnapshot(
         self,
         request: pb.ReadSnapshotRequest,

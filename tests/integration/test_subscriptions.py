@@ -165,6 +165,10 @@ async def test_durable_subscriber_resumes_after_its_checkpoint(client: EventStor
     )  # never back
     later = [NewEvent("E") for _ in range(2)]
     await client.append(f"{category}-2", later)
+    stats = await client.stats()
+    [info] = [s for s in stats.subscribers if s.name == name]
+    assert info.position == events[2].position
+    assert info.lag == stats.head_position - events[2].position >= 2
     resumed = Collector(client.subscribe(category=category, subscriber=name))
     await resumed.wait_caught_up()
     assert _ids(resumed.events) == [first[3].id, first[4].id, later[0].id, later[1].id]

@@ -74,6 +74,11 @@ class EventStoreStub:
                 request_serializer=eventstore_dot_v1_dot_eventstore__pb2.ReadSnapshotRequest.SerializeToString,
                 response_deserializer=eventstore_dot_v1_dot_eventstore__pb2.ReadSnapshotResponse.FromString,
                 _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/eventstore.v1.EventStore/GetStats',
+                request_serializer=eventstore_dot_v1_dot_eventstore__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=eventstore_dot_v1_dot_eventstore__pb2.GetStatsResponse.FromString,
+                _registered_method=True)
 
 
 class EventStoreServicer:
@@ -135,6 +140,13 @@ class EventStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStats(self, request, context):
+        """The store's head position and size, and each durable subscriber's position.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +189,11 @@ def add_EventStoreServicer_to_server(servicer, server):
                     servicer.ReadSnapshot,
                     request_deserializer=eventstore_dot_v1_dot_eventstore__pb2.ReadSnapshotRequest.FromString,
                     response_serializer=eventstore_dot_v1_dot_eventstore__pb2.ReadSnapshotResponse.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=eventstore_dot_v1_dot_eventstore__pb2.GetStatsRequest.FromString,
+                    response_serializer=eventstore_dot_v1_dot_eventstore__pb2.GetStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +412,33 @@ class EventStore:
             '/eventstore.v1.EventStore/ReadSnapshot',
             eventstore_dot_v1_dot_eventstore__pb2.ReadSnapshotRequest.SerializeToString,
             eventstore_dot_v1_dot_eventstore__pb2.ReadSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.v1.EventStore/GetStats',
+            eventstore_dot_v1_dot_eventstore__pb2.GetStatsRequest.SerializeToString,
+            eventstore_dot_v1_dot_eventstore__pb2.GetStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -30,6 +30,8 @@ class EventStoreStub:
     """Stores a snapshot of a stream's aggregate at a version."""
     ReadSnapshot: _aio.UnaryUnaryMultiCallable[_eventstore_pb2.ReadSnapshotRequest, _eventstore_pb2.ReadSnapshotResponse]
     """Reads the latest snapshot at or below a version."""
+    GetStats: _aio.UnaryUnaryMultiCallable[_eventstore_pb2.GetStatsRequest, _eventstore_pb2.GetStatsResponse]
+    """The store's head position and size, and each durable subscriber's position."""
 
 class EventStoreServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -95,5 +97,13 @@ class EventStoreServicer(metaclass=_abc_1.ABCMeta):
         context: _aio.ServicerContext[_eventstore_pb2.ReadSnapshotRequest, _abc.Awaitable[_eventstore_pb2.ReadSnapshotResponse]],
     ) -> _abc.Awaitable[_eventstore_pb2.ReadSnapshotResponse]:
         """Reads the latest snapshot at or below a version."""
+
+    @_abc_1.abstractmethod
+    def GetStats(
+        self,
+        request: _eventstore_pb2.GetStatsRequest,
+        context: _aio.ServicerContext[_eventstore_pb2.GetStatsRequest, _abc.Awaitable[_eventstore_pb2.GetStatsResponse]],
+    ) -> _abc.Awaitable[_eventstore_pb2.GetStatsResponse]:
+        """The store's head position and size, and each durable subscriber's position."""
 
 def add_EventStoreServicer_to_server(servicer: EventStoreServicer, server: _aio.Server) -> None: ...

@@ -1,0 +1,65 @@
+"""The whole system as real processes: PostgreSQL, the store, customer_svc and order_svc."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+
+from contracts.customer.v1 import customer_pb2_grpc
+from contracts.order.v1 import order_pb2_grpc
+from tests.support import ServerProcess, store_process
+
+
+@dataclass
+class System:
+    database_url: str
+    store: ServerProcess
+    customers: list[ServerProcess] = field(default_factory=list)
+    orders: list[ServerProcess] = field(default_factory=list)
+
+    def service(self, module: str, *extra: str) -> ServerProcess:
+        return ServerProcess(
+            module,
+            ["--eventstore", self.store.address, "--database-url", self.database_url, *extra],
+        )
+
+    def stop(self) -> None:
+        for p in [*self.orders, *self.customers, self.store]:
+            p.stop()
+
+
+def start_system(database_url: str, customer_replicas: int = 1, order_replicas: int = 1) -> System:
+    system = System(database_url, store_process(database_url).start())
+    system.customers = [system.service("customer_svc") for _ in range(customer_replicas)]
+    system.orders = [system.service("order_svc") for _ in range(order_replicas)]
+    for p in [*system.customers, *system.orders]:
+        p.start(wait=False)
+    for p in [*system.customers, *system.orders]:
+        p.wait_serving()
+    return system
+
+
+@pytest.fixture(scope="module")
+def system(new_database: Callable[[], str]) -> Iterator[System]:
+    """Two replicas of each service, as a deployment would run them."""
+    running = start_system(new_database(), customer_replicas=2, order_replicas=2)
+    yield running
+    running.stop()
+
+
+@dataclass
+class Stubs:
+    customers: customer_pb2_grpc.CustomerServiceStub
+    orders: order_pb2_grpc.OrderServiceStub
+
+
+@pytest.fixture
+async def stubs(system: System) -> AsyncIterator[Stubs]:
+    async with (
+        grpc.aio.insecure_channel(system.customers[0].address) as c,
+        grpc.aio.insecure_channel(system.orders[-1].address) as o,
+    ):
+        yield Stubs(customer_pb2_grpc.CustomerServiceStub(c), order_pb2_grpc.OrderServiceStub(o))

@@ -1,0 +1,49 @@
+"""Steps of the credit saga as a client takes them, and the invariant that must hold."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from contracts.customer.v1 import customer_pb2 as cpb
+from contracts.customer.v1 import customer_pb2_grpc
+from contracts.order.v1 import order_pb2 as opb
+from contracts.order.v1 import order_pb2_grpc
+
+
+async def settled(
+    orders: order_pb2_grpc.OrderServiceStub, order_id: str, timeout: float = 30.0
+) -> opb.Order:
+    """The order once it has left PENDING (approved or rejected), polling until the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        order = await orders.GetOrder(opb.GetOrderRequest(order_id=order_id))
+        if order.state != opb.ORDER_STATE_PENDING:
+            return order
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"order {order_id} still pending")
+        await asyncio.sleep(0.02)
+
+
+async def quiet_invariant(
+    customers: customer_pb2_grpc.CustomerServiceStub,
+    orders: order_pb2_grpc.OrderServiceStub,
+    customer_id: str,
+    order_ids: list[str],
+    timeout: float = 30.0,
+) -> cpb.Customer:
+    """Wait until the customer's reserved credit equals the sum of its approved, uncancelled
+    orders (the saga's invariant at a quiet moment), and return the customer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        customer = await customers.GetCustomer(cpb.GetCustomerRequest(customer_id=customer_id))
+        states = [await orders.GetOrder(opb.GetOrderRequest(order_id=i)) for i in order_ids]
+        held = sum(o.total for o in states if o.state == opb.ORDER_STATE_APPROVED)
+        assert customer.credit_reserved <= customer.credit_limit
+        if customer.credit_reserved == held and all(
+            o.state != opb.ORDER_STATE_PENDING for o in states
+        ):
+            return customer
+        if time.monotonic() > deadline:
+            raise AssertionError(f"reserved {customer.credit_reserved} != approved {held}")
+        await asyncio.sleep(0.05)

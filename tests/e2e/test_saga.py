@@ -1,0 +1,322 @@
+"""The credit saga end to end, over real processes (two replicas of each service)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+
+import grpc
+import pytest
+
+from contracts.customer.v1 import customer_pb2 as cpb
+from contracts.customer.v1 import customer_pb2_grpc
+from contracts.order.v1 import order_pb2 as opb
+from contracts.order.v1 import order_pb2_grpc
+from eventstore_client import EventStoreClient, NewEvent
+from tests.e2e.conftest import Stubs, System, start_system
+from tests.e2e.saga import quiet_invariant, settled
+
+
+async def new_customer(stubs: Stubs, limit: int) -> str:
+    customer = await stubs.customers.CreateCustomer(
+        cpb.CreateCustomerRequest(name="Ada", credit_limit=limit)
+    )
+    return customer.customer_id
+
+
+async def test_twenty_concurrent_orders_against_a_limit_of_ten(stubs: Stubs) -> None:
+    customer_id = await new_customer(stubs, 1000)
+    created = await asyncio.gather(
+        *(
+            stubs.orders.CreateOrder(opb.CreateOrderRequest(customer_id=customer_id, total=100))
+            for _ in range(20)
+        )
+    )
+    assert all(o.state == opb.ORDER_STATE_PENDING for o in created)
+    final = [await settled(stubs.orders, o.order_id) for o in created]
+    states = [o.state for o in final]
+    assert states.count(opb.ORDER_STATE_APPROVED) == 10
+    assert states.count(opb.ORDER_STATE_REJECTED) == 10
+    assert {o.rejection_reason for o in final if o.state == opb.ORDER_STATE_REJECTED} == {
+        "credit limit exceeded"
+    }
+    ids = [o.order_id for o in final]
+    customer = await quiet_invariant(stubs.customers, stubs.orders, customer_id, ids)
+    assert (customer.credit_reserved, customer.available_credit) == (1000, 0)
+
+    approved = [o for o in final if o.state == opb.ORDER_STATE_APPROVED]
+    cancelled = await stubs.orders.CancelOrder(
+        opb.CancelOrderRequest(order_id=approved[0].order_id)
+    )
+    assert cancelled.state == opb.ORDER_STATE_CANCELLED
+    customer = await quiet_invariant(stubs.customers, stubs.orders, customer_id, ids)
+    assert customer.credit_reserved == 900  # the compensation released the cancelled order's credit
+    again = await stubs.orders.CreateOrder(
+        opb.CreateOrderRequest(customer_id=customer_id, total=100)
+    )
+    assert (await settled(stubs.orders, again.order_id)).state == opb.ORDER_STATE_APPROVED
+
+
+async def test_cancelling_a_pending_order_releases_the_credit_reserved_after_it(
+    stubs: Stubs,
+) -> None:
+    customer_id = await new_customer(stubs, 500)
+    order = await stubs.orders.CreateOrder(
+        opb.CreateOrderRequest(customer_id=customer_id, total=300)
+    )
+    cancelled = await stubs.orders.CancelOrder(opb.CancelOrderRequest(order_id=order.order_id))
+    assert cancelled.state == opb.ORDER_STATE_CANCELLED
+    customer = await quiet_invariant(stubs.customers, stubs.orders, customer_id, [order.order_id])
+    assert customer.credit_reserved == 0
+    final = await stubs.orders.GetOrder(opb.GetOrderRequest(order_id=order.order_id))
+    assert final.state == opb.ORDER_STATE_CANCELLED  # a late reservation does not approve it
+
+
+async def test_unknown_customer_is_rejected(stubs: Stubs) -> None:
+    order = await stubs.orders.CreateOrder(
+        opb.CreateOrderRequest(customer_id=str(uuid.uuid4()), total=1)
+    )
+    final = await settled(stubs.orders, order.order_id)
+    assert (final.state, final.rejection_reason) == (opb.ORDER_STATE_REJECTED, "unknown customer")
+
+
+async def test_a_duplicated_order_created_does_not_reserve_twice(
+    stubs: Stubs, system: System
+) -> None:
+    customer_id = await new_customer(stubs, 1000)
+    order = await stubs.orders.CreateOrder(
+        opb.CreateOrderRequest(customer_id=customer_id, total=250)
+    )
+    await settled(stubs.orders, order.order_id)
+    async with EventStoreClient(system.store.address) as store:
+        [original] = await store.read_stream_list(f"order-{order.order_id}", max_count=1)
+        # The same business event again, under a new event id: only the business key can tell.
+        copy = NewEvent("OrderCreated", original.data, {}, "application/json")
+        await store.append(f"order-{order.order_id}", [copy])
+        marker = await store.append(
+            f"order-{uuid.uuid4()}",
+            [
+                NewEvent.json(
+                    "OrderCreated",
+                    {"order_id": str(uuid.uuid4()), "customer_id": customer_id, "total": 1},
+                )
+            ],
+        )
+        # Once the customer has answered an order appended after the copy, the copy was seen.
+        async for response in store.subscribe(
+            category="customer", after_position=marker.position - 1
+        ):
+            if any(
+                json.loads(e.data).get("customer_id") == customer_id
+                and e.type == "CreditReserved"
+                and json.loads(e.data)["amount"] == 1
+                for e in response.events
+            ):
+                break
+    customer = await stubs.customers.GetCustomer(cpb.GetCustomerRequest(customer_id=customer_id))
+    assert customer.credit_reserved == 251
+    events = await EventStoreClient(system.store.address).read_stream_list(
+        f"customer-{customer_id}"
+    )
+    assert [e.type for e in events].count("CreditReserved") == 2
+
+
+def _reserved(type_: str, data: bytes, customer_id: str, amount: int) -> bool:
+    fields = json.loads(data)
+    return type_ == "CreditReserved" and (fields["customer_id"], fields["amount"]) == (
+        customer_id,
+        amount,
+    )
+
+
+async def test_creates_are_idempotent_by_id(stubs: Stubs) -> None:
+    customer_id = str(uuid.uuid4())
+    first = await stubs.customers.CreateCustomer(
+        cpb.CreateCustomerRequest(customer_id=customer_id, name="Bo", credit_limit=10)
+    )
+    again = await stubs.customers.CreateCustomer(
+        cpb.CreateCustomerRequest(customer_id=customer_id, name="Bo", credit_limit=10)
+    )
+    assert first == again and again.version == 1
+    order_id = str(uuid.uuid4())
+    one = await stubs.orders.CreateOrder(
+        opb.CreateOrderRequest(order_id=order_id, customer_id=customer_id, total=5)
+    )
+    two = await stubs.orders.CreateOrder(
+        opb.CreateOrderRequest(order_id=order_id, customer_id=customer_id, total=5)
+    )
+    assert one.order_id == two.order_id == order_id
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stubs.orders.CreateOrder(
+            opb.CreateOrderRequest(order_id=order_id, customer_id=customer_id, total=6)
+        )
+    assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_temporal_query_and_read_model(stubs: Stubs) -> None:
+    customer_id = await new_customer(stubs, 1000)
+    order = await stubs.orders.CreateOrder(
+        opb.CreateOrderRequest(customer_id=customer_id, total=400)
+    )
+    await settled(stubs.orders, order.order_id)
+    await stubs.orders.CancelOrder(opb.CancelOrderRequest(order_id=order.order_id))
+    history = [
+        await stubs.orders.GetOrder(opb.GetOrderRequest(order_id=order.order_id, as_of_version=v))
+        for v in (1, 2, 3)
+    ]
+    assert [o.state for o in history] == [
+        opb.ORDER_STATE_PENDING,
+        opb.ORDER_STATE_APPROVED,
+        opb.ORDER_STATE_CANCELLED,
+    ]
+    assert [o.version for o in history] == [1, 2, 3]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stubs.orders.GetOrder(opb.GetOrderRequest(order_id=order.order_id, as_of_version=9))
+    assert raised.value.code() == grpc.StatusCode.OUT_OF_RANGE
+
+    async def listed() -> list[opb.Order]:
+        while True:
+            response = await stubs.orders.ListCustomerOrders(
+                opb.ListCustomerOrdersRequest(customer_id=customer_id)
+            )
+            if response.orders and response.orders[0].state == opb.ORDER_STATE_CANCELLED:
+                return list(response.orders)
+            await asyncio.sleep(0.02)
+
+    [row] = await asyncio.wait_for(listed(), 30)
+    assert (row.order_id, row.total, row.version) == (order.order_id, 400, 3)
+
+
+BAD = [
+    (
+        "customers",
+        "CreateCustomer",
+        cpb.CreateCustomerRequest(name="A", credit_limit=0),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    (
+        "customers",
+        "CreateCustomer",
+        cpb.CreateCustomerRequest(name="A", credit_limit=-1),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    (
+        "customers",
+        "CreateCustomer",
+        cpb.CreateCustomerRequest(name="", credit_limit=5),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    (
+        "customers",
+        "CreateCustomer",
+        cpb.CreateCustomerRequest(customer_id="not a uuid", name="A", credit_limit=5),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    (
+        "customers",
+        "GetCustomer",
+        cpb.GetCustomerRequest(customer_id=""),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    (
+        "customers",
+        "GetCustomer",
+        cpb.GetCustomerRequest(customer_id=str(uuid.uuid4())),
+        grpc.StatusCode.NOT_FOUND,
+    ),
+    (
+        "orders",
+        "CreateOrder",
+        opb.CreateOrderRequest(customer_id="", total=5),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    (
+        "orders",
+        "CreateOrder",
+        opb.CreateOrderRequest(customer_id=str(uuid.uuid4()), total=0),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    (
+        "orders",
+        "CreateOrder",
+        opb.CreateOrderRequest(customer_id=str(uuid.uuid4()), total=-3),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    ("orders", "GetOrder", opb.GetOrderRequest(order_id=""), grpc.StatusCode.INVALID_ARGUMENT),
+    (
+        "orders",
+        "GetOrder",
+        opb.GetOrderRequest(order_id=str(uuid.uuid4())),
+        grpc.StatusCode.NOT_FOUND,
+    ),
+    (
+        "orders",
+        "CancelOrder",
+        opb.CancelOrderRequest(order_id=str(uuid.uuid4())),
+        grpc.StatusCode.NOT_FOUND,
+    ),
+    (
+        "orders",
+        "ListCustomerOrders",
+        opb.ListCustomerOrdersRequest(customer_id="x"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("service", "method", "request_", "code"),
+    BAD,
+    ids=[f"{m}-{i}" for i, (_, m, _, _) in enumerate(BAD)],
+)
+async def test_bad_requests(
+    stubs: Stubs, service: str, method: str, request_: object, code: grpc.StatusCode
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await getattr(getattr(stubs, service), method)(request_)
+    assert raised.value.code() == code
+
+
+async def test_kill_9_of_customer_svc_mid_saga(new_database: Callable[[], str]) -> None:
+    """Orders keep coming while customer_svc is killed and restarted: every order settles and
+    the invariant holds."""
+    system = start_system(new_database())
+    try:
+        async with (
+            grpc.aio.insecure_channel(system.customers[0].address) as c,
+            grpc.aio.insecure_channel(system.orders[0].address) as o,
+        ):
+            customers, orders = (
+                customer_pb2_grpc.CustomerServiceStub(c),
+                order_pb2_grpc.OrderServiceStub(o),
+            )
+            customer = await customers.CreateCustomer(
+                cpb.CreateCustomerRequest(name="Kim", credit_limit=3000)
+            )
+            ids: list[str] = []
+
+            async def place(n: int) -> None:
+                for _ in range(n):
+                    order = await orders.CreateOrder(
+                        opb.CreateOrderRequest(customer_id=customer.customer_id, total=100)
+                    )
+                    ids.append(order.order_id)
+
+            await place(10)
+            system.customers[0].kill()  # mid-flow: some of those orders are still pending
+            await place(15)  # placed while nobody answers credit
+            system.customers[0].start()
+            async with grpc.aio.insecure_channel(system.customers[0].address) as c2:
+                customers = customer_pb2_grpc.CustomerServiceStub(c2)
+                await place(15)
+                final = [await settled(orders, i, timeout=60) for i in ids]
+                assert [o.state for o in final].count(opb.ORDER_STATE_APPROVED) == 30
+                assert [o.state for o in final].count(opb.ORDER_STATE_REJECTED) == 10
+                settled_customer = await quiet_invariant(
+                    customers, orders, customer.customer_id, ids
+                )
+                assert settled_customer.credit_reserved == 3000
+    finally:
+        system.stop()

@@ -1,0 +1,141 @@
+"""`make demo`: an approved order, a rejected one and a cancellation, with every event printed
+as the saga records it. Uses the system `make run` started, or starts one for the walk-through."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import grpc
+
+from contracts.customer.v1 import customer_pb2 as cpb
+from contracts.customer.v1 import customer_pb2_grpc
+from contracts.order.v1 import order_pb2 as opb
+from contracts.order.v1 import order_pb2_grpc
+from eventstore_client import EventStoreClient
+from tests.support import ROOT, health_status
+
+STORE = f"127.0.0.1:{os.environ.get('EVENTSTORE_PORT', '50051')}"
+CUSTOMERS = f"127.0.0.1:{os.environ.get('CUSTOMER_PORT', '50052')}"
+ORDERS = f"127.0.0.1:{os.environ.get('ORDER_PORT', '50053')}"
+STATE = {v: k.removeprefix("ORDER_STATE_") for k, v in opb.OrderState.items()}
+
+
+@contextlib.contextmanager
+def system() -> Iterator[None]:
+    if all(health_status(a) == 1 for a in (STORE, CUSTOMERS, ORDERS)):
+        yield
+        return
+    print("starting the system (as `make run` does)...", flush=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tools.run_local"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not all(health_status(a) == 1 for a in (STORE, CUSTOMERS, ORDERS)):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the system did not start; try `make run` to see why")
+            time.sleep(0.2)
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
+
+
+async def print_events(store: EventStoreClient, after: int) -> None:
+    async for response in store.subscribe(after_position=after):
+        for e in response.events:
+            fields = json.loads(e.data)
+            shown = ", ".join(f"{k}={v}" for k, v in fields.items() if not k.endswith("_id"))
+            where = f"{e.stream[:22]:<22} v{e.version:<3}"
+            print(f"    event {e.position:>6}  {where} {e.type:<20} {shown}", flush=True)
+
+
+async def until_settled(orders: order_pb2_grpc.OrderServiceStub, order_id: str) -> opb.Order:
+    while True:
+        order = await orders.GetOrder(opb.GetOrderRequest(order_id=order_id))
+        if order.state != opb.ORDER_STATE_PENDING:
+            return order
+        await asyncio.sleep(0.02)
+
+
+async def walk_through() -> None:
+    async with (
+        EventStoreClient(STORE) as store,
+        grpc.aio.insecure_channel(CUSTOMERS) as c,
+        grpc.aio.insecure_channel(ORDERS) as o,
+    ):
+        customers, orders = (
+            customer_pb2_grpc.CustomerServiceStub(c),
+            order_pb2_grpc.OrderServiceStub(o),
+        )
+        head = (await store.stats()).head_position
+        printer = asyncio.create_task(print_events(store, head))
+
+        print("\n1. A customer with a credit limit of 1000", flush=True)
+        customer = await customers.CreateCustomer(
+            cpb.CreateCustomerRequest(name="Ada Lovelace", credit_limit=1000)
+        )
+        await asyncio.sleep(0.2)
+        print("\n2. An order of 600: credit is reserved, the order approved", flush=True)
+        first = await orders.CreateOrder(
+            opb.CreateOrderRequest(customer_id=customer.customer_id, total=600)
+        )
+        first = await until_settled(orders, first.order_id)
+        await asyncio.sleep(0.2)
+        print(f"   -> order {first.order_id[:8]} {STATE[first.state]}", flush=True)
+        print("\n3. Another order of 600: over the limit, the order rejected", flush=True)
+        second = await orders.CreateOrder(
+            opb.CreateOrderRequest(customer_id=customer.customer_id, total=600)
+        )
+        second = await until_settled(orders, second.order_id)
+        await asyncio.sleep(0.2)
+        print(
+            f"   -> order {second.order_id[:8]} {STATE[second.state]} ({second.rejection_reason})",
+            flush=True,
+        )
+        print(
+            "\n4. The first order cancelled: its credit is released (a compensating event)",
+            flush=True,
+        )
+        cancelled = await orders.CancelOrder(opb.CancelOrderRequest(order_id=first.order_id))
+        request = cpb.GetCustomerRequest(customer_id=customer.customer_id)
+        for _ in range(500):  # until the compensation has landed, 10 s at most
+            if not (await customers.GetCustomer(request)).credit_reserved:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        print(f"   -> order {cancelled.order_id[:8]} {STATE[cancelled.state]}", flush=True)
+        final = await customers.GetCustomer(
+            cpb.GetCustomerRequest(customer_id=customer.customer_id)
+        )
+        print(
+            f"\n5. Customer: limit {final.credit_limit}, reserved {final.credit_reserved}, "
+            f"available {final.available_credit}"
+        )
+        then = await orders.GetOrder(opb.GetOrderRequest(order_id=first.order_id, as_of_version=2))
+        print(f"   The first order as of version 2 (a temporal query): {STATE[then.state]}")
+        listed = await orders.ListCustomerOrders(
+            opb.ListCustomerOrdersRequest(customer_id=customer.customer_id)
+        )
+        print(f"   The customer's orders (read model): {[STATE[x.state] for x in listed.orders]}")
+        printer.cancel()
+
+
+def main() -> None:
+    with system():
+        asyncio.run(walk_through())
+
+
+if __name__ == "__main__":
+    main()
