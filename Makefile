@@ -3,8 +3,7 @@ PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && echo $$p && break; done)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-dev
-BENCH_STAMP := $(VENV)/.installed-bench
+STAMP := $(VENV)/.installed
 
 .PHONY: install run demo test lint proto proto-check bench bench-smoke clean
 
@@ -12,14 +11,10 @@ $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $@
-
-$(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-install: $(STAMP)  ## create .venv and install the project with its dev tools
+install: $(STAMP)  ## create .venv and install the project with its dev and bench tools
 
 run: $(STAMP)  ## start PostgreSQL (embedded unless DATABASE_URL is set) and the store
 	$(BIN)/python -m tools.run_local
@@ -34,13 +29,13 @@ lint: $(STAMP)  ## ruff and mypy
 proto: $(STAMP)  ## regenerate contracts/ from protos/
 	$(BIN)/python tools/gen_protos.py
 
-test: $(STAMP) lint  ## lint, then every test over real PostgreSQL and real processes
+test: $(STAMP) lint  ## lint, then every test (bench smoke included) over real PostgreSQL and processes
 	$(BIN)/python -m pytest
 
-bench: $(BENCH_STAMP)  ## the benchmarks, with baselines from the same run
+bench: $(STAMP)  ## the benchmarks, with baselines from the same run
 	$(BIN)/python -m bench
 
-bench-smoke: $(BENCH_STAMP)  ## each benchmark scenario for a moment, no thresholds
+bench-smoke: $(STAMP)  ## each benchmark scenario for a moment, no thresholds
 	$(BIN)/python -m bench --smoke
 
 clean:

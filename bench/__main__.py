@@ -12,9 +12,9 @@ from typing import Any
 
 from bench import plots
 from bench.harness import Bench, Config
-from bench.scenarios import append, live, read
+from bench.scenarios import append, live, read, services
 
-SCENARIOS = {"append": append.run, "read": read.run, "live": live.run}
+SCENARIOS = {"append": append.run, "read": read.run, "live": live.run, "services": services.run}
 
 
 async def main_async(config: Config, only: list[str]) -> None:

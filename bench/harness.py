@@ -80,6 +80,14 @@ class Bench:
         self._processes.append(server)
         return server
 
+    def service(self, module: str, store: ServerProcess, database_url: str) -> ServerProcess:
+        server = ServerProcess(
+            module, ["--eventstore", store.address, "--database-url", database_url]
+        )
+        server.start()
+        self._processes.append(server)
+        return server
+
     def bare_server(self) -> ServerProcess:
         # Streams messages of as many events as the store's default page.
         server = ServerProcess("bench.bare_server", ["--page", str(Limits().read_page_size)])

@@ -37,6 +37,21 @@ def draw(results: list[Result], path: Path = RESULTS) -> None:
         fig.tight_layout()
         fig.savefig(path / "append_throughput.png", dpi=110)
         plt.close(fig)
+    loads = [r for r in results if r.scenario == "aggregate load"]
+    if loads:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for variant in sorted({r.variant for r in loads}):
+            points = sorted((r.params["events"], r.value) for r in loads if r.variant == variant)
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=variant)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("events in the aggregate's stream")
+        ax.set_ylabel("load time (ms)")
+        ax.set_title("Aggregate load time")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path / "aggregate_load.png", dpi=110)
+        plt.close(fig)
     live = [r for r in results if r.scenario == "live latency"]
     if live:
         fig, ax = plt.subplots(figsize=(7, 4))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic
@@ -49,6 +50,7 @@ class Repository(Generic[State, Event]):
         *,
         snapshot_every: int = 100,
         max_attempts: int = 20,
+        cache_size: int = 10_000,
         metadata: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self._client = client
@@ -56,9 +58,32 @@ class Repository(Generic[State, Event]):
         self._snapshot_every = snapshot_every
         self._max_attempts = max_attempts
         self._metadata = metadata or dict
+        # Recently used states by id. A cached state is never trusted blindly: a load reads the
+        # events after its version (usually none) and an append still expects that version, so
+        # other writers (other replicas) are seen. 0 turns the cache off.
+        self._cache: OrderedDict[str, Loaded[State]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _remember(self, aggregate_id: str, loaded: Loaded[State]) -> None:
+        if self._cache_size <= 0:
+            return
+        self._cache[aggregate_id] = loaded
+        self._cache.move_to_end(aggregate_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
 
     async def load(self, aggregate_id: str, as_of_version: int = 0) -> Loaded[State]:
         """The aggregate now, or as it was at `as_of_version` (a temporal query)."""
+        cached = None if as_of_version else self._cache.get(aggregate_id)
+        if cached is not None:
+            loaded = await self._fold_from(aggregate_id, cached.state, cached.version, 0, cached)
+        else:
+            loaded = await self._load_from_snapshot(aggregate_id, as_of_version)
+        if not as_of_version:
+            self._remember(aggregate_id, loaded)
+        return loaded
+
+    async def _load_from_snapshot(self, aggregate_id: str, as_of_version: int) -> Loaded[State]:
         kind = self._kind
         stream = kind.stream(aggregate_id)
         state = kind.initial(aggregate_id)
@@ -72,16 +97,71 @@ class Repository(Generic[State, Event]):
         count = as_of_version - start if as_of_version else 0
         if as_of_version and count <= 0:
             return Loaded(state, start, start, 0)
+        return await self._fold_from(aggregate_id, state, start, count)
+
+    async def _fold_from(
+        self,
+        aggregate_id: str,
+        state: State,
+        start: int,
+        count: int,
+        cached: Loaded[State] | None = None,
+    ) -> Loaded[State]:
+        """`state` at version `start`, plus the stream's later events (`count` of them, 0: all)."""
+        kind = self._kind
         version, read = start, 0
         async for recorded in self._client.read_stream(
-            stream, from_version=start + 1, max_count=count
+            kind.stream(aggregate_id), from_version=start + 1, max_count=count
         ):
             event = kind.codec.decode(recorded.type, recorded.data)
             if event is not None:
                 state = kind.evolve(state, event)
             version = recorded.version
             read += 1
-        return Loaded(state, version, start, read)
+        if cached is not None and read == 0:
+            return cached
+        snapshot_version = cached.snapshot_version if cached is not None else start
+        events_read = (cached.events_read if cached is not None else 0) + read
+        return Loaded(state, version, snapshot_version, events_read)
+
+    async def create(
+        self, aggregate_id: str, command: Callable[[State], Sequence[Event]]
+    ) -> Executed[State, Event]:
+        """Run a command that creates the aggregate, without loading it first: the append
+        expects an empty stream. If the aggregate exists, fall back to `execute`."""
+        kind = self._kind
+        initial = kind.initial(aggregate_id)
+        decided = list(command(initial))
+        if not decided:
+            return await self.execute(aggregate_id, command)
+        events = self._new_events(aggregate_id, decided, "")
+        try:
+            result = await self._client.append(
+                kind.stream(aggregate_id), events, expected_version=0
+            )
+        except WrongExpectedVersionError:
+            return await self.execute(aggregate_id, command)
+        loaded = Loaded(kind.fold(initial, decided), result.version)
+        self._remember(aggregate_id, loaded)
+        return Executed(loaded, decided)
+
+    def _new_events(
+        self, aggregate_id: str, decided: Sequence[Event], causation_id: str
+    ) -> list[NewEvent]:
+        stream = self._kind.stream(aggregate_id)
+        metadata = dict(self._metadata())
+        if causation_id:
+            metadata["causation_id"] = causation_id
+        events = []
+        for i, event in enumerate(decided):
+            type_name, data = self._kind.codec.encode(event)
+            event_id = (
+                str(uuid.uuid5(uuid.NAMESPACE_URL, f"{causation_id}/{stream}/{i}"))
+                if causation_id
+                else str(uuid.uuid4())
+            )
+            events.append(NewEvent(type_name, data, metadata, "application/json", event_id))
+        return events
 
     async def execute(
         self,
@@ -104,24 +184,17 @@ class Repository(Generic[State, Event]):
             decided = list(command(loaded.state))
             if not decided:
                 return Executed(loaded, [])
-            metadata = dict(self._metadata())
-            if causation_id:
-                metadata["causation_id"] = causation_id
-            events = []
-            for i, event in enumerate(decided):
-                type_name, data = kind.codec.encode(event)
-                event_id = (
-                    str(uuid.uuid5(uuid.NAMESPACE_URL, f"{causation_id}/{stream}/{i}"))
-                    if causation_id
-                    else str(uuid.uuid4())
-                )
-                events.append(NewEvent(type_name, data, metadata, "application/json", event_id))
+            events = self._new_events(aggregate_id, decided, causation_id)
             try:
                 result = await self._client.append(stream, events, expected_version=loaded.version)
             except WrongExpectedVersionError:
                 continue
             state = kind.fold(loaded.state, decided)
             after = Loaded(state, result.version, loaded.snapshot_version, loaded.events_read)
+            if result.version == loaded.version + len(decided):
+                self._remember(aggregate_id, after)
+            else:  # a retried append answered with an earlier result: reload next time
+                self._cache.pop(aggregate_id, None)
             if result.version // self._snapshot_every > loaded.version // self._snapshot_every:
                 await self.save_snapshot(aggregate_id, after)
             return Executed(after, decided)

@@ -69,6 +69,7 @@ class SubscriptionRunner:
         self._checkpoints = checkpoints or StoreCheckpoints(client)
         self._max_backoff = max_backoff
         self.position = 0  # the last position handled
+        self._saved = 0
         self.caught_up = asyncio.Event()
 
     async def run(self) -> None:
@@ -77,14 +78,19 @@ class SubscriptionRunner:
         while True:
             try:
                 self.position = max(self.position, await self._checkpoints.load(self.name))
+                self._saved = self.position
                 async for response in self._client.subscribe(
                     category=self._category, after_position=self.position, event_types=self._types
                 ):
                     for event in response.events:
                         await self._handler(event)
                         self.position = event.position
-                    if response.events:
+                    # Events up to scanned_position that did not match the filter count as done.
+                    moved = max(self.position, response.scanned_position) > self._saved
+                    self.position = max(self.position, response.scanned_position)
+                    if moved:
                         await self._checkpoints.save(self.name, self.position)
+                        self._saved = self.position
                     if response.caught_up:
                         self.caught_up.set()
                     delay = 0.05

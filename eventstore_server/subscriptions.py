@@ -20,7 +20,22 @@ from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_server.reader import Page, Reader
 from eventstore_server.tail import LiveTail, TailEvent
 
-CAUGHT_UP = pb.SubscribeResponse(caught_up=True).SerializeToString()
+QUIET_REPORT = 1.0  # seconds without matching events before the scanned position is reported
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _scanned(position: int) -> bytes:
+    """SubscribeResponse.scanned_position (field 3, varint), to append to an encoded message:
+    protobuf merges concatenated encodings."""
+    return b"\x18" + _varint(position)
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,7 @@ async def _deliver(
             return reader.stream_page_after(target.stream, last_version, head, page, types)
         return reader.page_after(cursor, head, page, category=target.category, types=types)
 
+    reported = after
     try:
         while True:
             head = tail.head
@@ -81,7 +97,8 @@ async def _deliver(
                         events = [e for e in events if e.version > last_version]
                     if events:
                         last_version = events[-1].version
-                        yield b"".join(e.record for e in events)
+                        reported = cursor
+                        yield b"".join(e.record for e in events) + _scanned(cursor)
                 else:
                     found = await (ahead if ahead is not None else read(cursor, head))
                     ahead = None
@@ -95,12 +112,22 @@ async def _deliver(
                     if cursor < head and not tail.covers(cursor):
                         ahead = asyncio.ensure_future(read(cursor, head))
                     if found.count:
-                        yield found.records
+                        reported = cursor
+                        yield found.records + _scanned(cursor)
                 head = tail.head if ahead is None else head
             if not caught_up:
                 caught_up = True
-                yield CAUGHT_UP
-            await tail.wait_beyond(cursor)
+                reported = cursor
+                yield pb.SubscribeResponse(
+                    caught_up=True, scanned_position=cursor
+                ).SerializeToString()
+            try:
+                await asyncio.wait_for(
+                    tail.wait_beyond(cursor), QUIET_REPORT if cursor > reported else None
+                )
+            except TimeoutError:
+                reported = cursor
+                yield _scanned(cursor)
     finally:
         if ahead is not None:
             ahead.cancel()

@@ -91,10 +91,22 @@ async def copy_rate(database_url: str, connections: int, rows: int, duration: fl
         "category",
         "event_id",
         "type",
-        "data",
         "metadata",
-        "content_type",
+        "record",
     ]
+    # A record of the same size as the store's: the encoded event, framed.
+    record = (
+        b"\x0a\x7f"
+        + pb.RecordedEvent(
+            id=str(uuid.uuid4()),
+            stream="copy-1",
+            type="Benchmarked",
+            data=PAYLOAD,
+            content_type="application/json",
+            version=1,
+            position=1,
+        ).SerializeToString()
+    )
 
     async def work(n: int) -> int:
         stream_id = uuid.uuid4().int >> 66  # a new stream per call, as an append to a new stream
@@ -106,9 +118,8 @@ async def copy_rate(database_url: str, connections: int, rows: int, duration: fl
                 "copy",
                 uuid.uuid4(),
                 "Benchmarked",
-                PAYLOAD,
                 "{}",
-                "application/json",
+                record,
             )
             for i in range(rows)
         ]

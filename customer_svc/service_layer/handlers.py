@@ -30,7 +30,7 @@ class Customers:
         self._repository = repository
 
     async def create(self, customer_id: str, name: str, credit_limit: int) -> Loaded[Customer]:
-        executed = await self._repository.execute(
+        executed = await self._repository.create(
             customer_id, lambda state: customer.create(state, name, credit_limit)
         )
         return executed.loaded

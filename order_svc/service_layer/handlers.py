@@ -18,7 +18,7 @@ class Orders:
         self._repository = repository
 
     async def create(self, order_id: str, customer_id: str, total: int) -> Loaded[Order]:
-        executed = await self._repository.execute(
+        executed = await self._repository.create(
             order_id, lambda state: order.create(state, customer_id, total)
         )
         return executed.loaded

@@ -27,7 +27,8 @@ async def test_a_long_history_loads_from_its_snapshot_plus_at_most_n_events(
         await repository.execute(
             customer_id, functools.partial(reserve, order_id=f"o{i}", amount=1)
         )
-    loaded = await repository.load(customer_id)
+    # A cold load, as another replica or a restarted service does it.
+    loaded = await Repository(client, CUSTOMER, snapshot_every=100).load(customer_id)
     assert loaded.version == 1_051
     assert loaded.snapshot_version == 1_000
     assert loaded.events_read == 51 <= 100
@@ -81,3 +82,30 @@ async def test_a_reaction_run_twice_appends_once(client: EventStoreClient) -> No
     events = await client.read_stream_list(CUSTOMER.stream(customer_id))
     assert [e.type for e in events] == ["CustomerCreated", "CreditReserved"]
     assert events[1].metadata["causation_id"] == cause
+
+
+async def test_a_cached_aggregate_sees_what_other_writers_appended(
+    client: EventStoreClient,
+) -> None:
+    mine, theirs = Repository(client, CUSTOMER), Repository(client, CUSTOMER)
+    customer_id = str(uuid.uuid4())
+    await mine.create(customer_id, lambda s: customer.create(s, "Shared", 1000))
+    assert (await mine.load(customer_id)).version == 1  # now cached
+    await theirs.execute(customer_id, functools.partial(reserve, order_id="o1", amount=600))
+    # The cached state is stale; the next command must not reserve beyond the limit.
+    executed = await mine.execute(
+        customer_id, functools.partial(reserve, order_id="o2", amount=600)
+    )
+    assert [type(e).__name__ for e in executed.events] == ["CreditLimitExceeded"]
+    assert (await mine.load(customer_id)).state.credit_reserved == 600
+
+
+async def test_create_does_not_overwrite_an_existing_aggregate(client: EventStoreClient) -> None:
+    repository = Repository(client, CUSTOMER)
+    customer_id = str(uuid.uuid4())
+    first = await repository.create(customer_id, lambda s: customer.create(s, "First", 10))
+    again = await Repository(client, CUSTOMER).create(
+        customer_id, lambda s: customer.create(s, "Second", 99)
+    )
+    assert first.loaded.version == again.loaded.version == 1
+    assert again.events == [] and again.loaded.state.name == "First"

@@ -378,3 +378,42 @@ async def test_kill_9_of_one_replica_under_load_loses_no_acknowledged_append(
                 assert len(stored_ids) % 3 == 0  # appends are atomic: 3 events or none
     finally:
         b.stop()
+
+
+async def test_a_filtered_subscriber_learns_how_far_it_has_scanned(
+    client: EventStoreClient,
+) -> None:
+    """Events it never receives still move its scanned position, so a durable checkpoint (and
+    the lag the store reports) keeps up."""
+    category = unique("scan")
+    await client.append(f"{category}-1", [NewEvent("Wanted")])
+    ignored = await client.append(f"{category}-1", [NewEvent("Ignored") for _ in range(5)])
+    seen: list[pb.SubscribeResponse] = []
+
+    async def until_scanned_past(position: int) -> None:
+        async for response in client.subscribe(category=category, event_types=["Wanted"]):
+            seen.append(response)
+            if response.scanned_position >= position:
+                return
+
+    await asyncio.wait_for(until_scanned_past(ignored.position), 30)
+    assert [e.type for r in seen for e in r.events] == ["Wanted"]
+    assert seen[0].scanned_position >= ignored.position  # the page says how far it looked
+
+    live = Collector(
+        client.subscribe(category=category, event_types=["Wanted"], after_position=ignored.position)
+    )
+    await live.wait_caught_up()
+    later = await client.append(f"{category}-2", [NewEvent("Ignored")])
+
+    async def quiet_report() -> int:
+        async for response in client.subscribe(
+            category=category, event_types=["Wanted"], after_position=ignored.position
+        ):
+            if response.scanned_position >= later.position:
+                return response.scanned_position
+        raise AssertionError("subscription ended")
+
+    # After a quiet second the subscription reports the position it has scanned to.
+    assert await asyncio.wait_for(quiet_report(), 30) >= later.position
+    await live.stop()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65ventstore/v1/eventstore.proto\x12\reventstore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n\tEventData\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x38\n\x08metadata\x18\x04 \x03(\x0b\x32&.eventstore.v1.EventData.MetadataEntry\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa0\x02\n\rRecordedEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x10\n\x08position\x18\x04 \x01(\x04\x12\x0c\n\x04type\x18\x05 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12<\n\x08metadata\x18\x07 \x03(\x0b\x32*.eventstore.v1.RecordedEvent.MetadataEntry\x12\x14\n\x0c\x63ontent_type\x18\x08 \x01(\t\x12/\n\x0brecorded_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa9\x01\n\rAppendRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x1a\n\x10\x65xpected_version\x18\x02 \x01(\x04H\x00\x12\x36\n\x0e\x65xpected_state\x18\x03 \x01(\x0e\x32\x1c.eventstore.v1.ExpectedStateH\x00\x12(\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x18.eventstore.v1.EventDataB\n\n\x08\x65xpected\"3\n\x0e\x41ppendResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x10\n\x08position\x18\x02 \x01(\x04\"_\n\x11ReadStreamRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x02 \x01(\x04\x12\x11\n\tmax_count\x18\x03 \x01(\x04\x12\x11\n\tbackwards\x18\x04 \x01(\x08\"B\n\x12ReadStreamResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.eventstore.v1.RecordedEvent\"b\n\x0eReadAllRequest\x12\x16\n\x0e\x61\x66ter_position\x18\x01 \x01(\x04\x12\x11\n\tmax_count\x18\x02 \x01(\x04\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x04 \x03(\t\"?\n\x0fReadAllResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.eventstore.v1.RecordedEvent\"\x0c\n\nAllStreams\"\xc4\x01\n\x10SubscribeRequest\x12\x10\n\x06stream\x18\x01 \x01(\tH\x00\x12\x12\n\x08\x63\x61tegory\x18\x02 \x01(\tH\x00\x12(\n\x03\x61ll\x18\x03 \x01(\x0b\x32\x19.eventstore.v1.AllStreamsH\x00\x12\x16\n\x0e\x61\x66ter_position\x18\x04 \x01(\x04\x12\x15\n\rafter_version\x18\x05 \x01(\x04\x12\x13\n\x0b\x65vent_types\x18\x06 \x03(\t\x12\x12\n\nsubscriber\x18\x07 \x01(\tB\x08\n\x06target\"T\n\x11SubscribeResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.eventstore.v1.RecordedEvent\x12\x11\n\tcaught_up\x18\x02 \x01(\x08\"N\n\x17\x43ommitCheckpointRequest\x12\x12\n\nsubscriber\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x04\x12\r\n\x05reset\x18\x03 \x01(\x08\",\n\x18\x43ommitCheckpointResponse\x12\x10\n\x08position\x18\x01 \x01(\x04\"*\n\x14GetCheckpointRequest\x12\x12\n\nsubscriber\x18\x01 \x01(\t\"8\n\x15GetCheckpointResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x10\n\x08position\x18\x02 \x01(\x04\"\xe2\x01\n\x08Snapshot\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x37\n\x08metadata\x18\x05 \x03(\x0b\x32%.eventstore.v1.Snapshot.MetadataEntry\x12/\n\x0brecorded_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc7\x01\n\x13SaveSnapshotRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x42\n\x08metadata\x18\x05 \x03(\x0b\x32\x30.eventstore.v1.SaveSnapshotRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x16\n\x14SaveSnapshotResponse\":\n\x13ReadSnapshotRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x13\n\x0bmax_version\x18\x02 \x01(\x04\"P\n\x14ReadSnapshotResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12)\n\x08snapshot\x18\x02 \x01(\x0b\x32\x17.eventstore.v1.Snapshot\"\x11\n\x0fGetStatsRequest\"m\n\x0eSubscriberInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x04\x12\x0b\n\x03lag\x18\x03 \x01(\x04\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"n\n\x10GetStatsResponse\x12\x15\n\rhead_position\x18\x01 \x01(\x04\x12\x0f\n\x07streams\x18\x02 \x01(\x04\x12\x32\n\x0bsubscribers\x18\x03 \x03(\x0b\x32\x1d.eventstore.v1.SubscriberInfo*\x87\x01\n\rExpectedState\x12\x1e\n\x1a\x45XPECTED_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XPECTED_STATE_ANY\x10\x01\x12\x1c\n\x18\x45XPECTED_STATE_NO_STREAM\x10\x02\x12 \n\x1c\x45XPECTED_STATE_STREAM_EXISTS\x10\x03\x32\x86\x06\n\nEventStore\x12\x45\n\x06\x41ppend\x12\x1c.eventstore.v1.AppendRequest\x1a\x1d.eventstore.v1.AppendResponse\x12S\n\nReadStream\x12 .eventstore.v1.ReadStreamRequest\x1a!.eventstore.v1.ReadStreamResponse0\x01\x12J\n\x07ReadAll\x12\x1d.eventstore.v1.ReadAllRequest\x1a\x1e.eventstore.v1.ReadAllResponse0\x01\x12P\n\tSubscribe\x12\x1f.eventstore.v1.SubscribeRequest\x1a .eventstore.v1.SubscribeResponse0\x01\x12\x63\n\x10\x43ommitCheckpoint\x12&.eventstore.v1.CommitCheckpointRequest\x1a\'.eventstore.v1.CommitCheckpointResponse\x12Z\n\rGetCheckpoint\x12#.eventstore.v1.GetCheckpointRequest\x1a$.eventstore.v1.GetCheckpointResponse\x12W\n\x0cSaveSnapshot\x12\".eventstore.v1.SaveSnapshotRequest\x1a#.eventstore.v1.SaveSnapshotResponse\x12W\n\x0cReadSnapshot\x12\".eventstore.v1.ReadSnapshotRequest\x1a#.eventstore.v1.ReadSnapshotResponse\x12K\n\x08GetStats\x12\x1e.eventstore.v1.GetStatsRequest\x1a\x1f.eventstore.v1.GetStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65ventstore/v1/eventstore.proto\x12\reventstore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n\tEventData\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x38\n\x08metadata\x18\x04 \x03(\x0b\x32&.eventstore.v1.EventData.MetadataEntry\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa0\x02\n\rRecordedEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x10\n\x08position\x18\x04 \x01(\x04\x12\x0c\n\x04type\x18\x05 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12<\n\x08metadata\x18\x07 \x03(\x0b\x32*.eventstore.v1.RecordedEvent.MetadataEntry\x12\x14\n\x0c\x63ontent_type\x18\x08 \x01(\t\x12/\n\x0brecorded_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa9\x01\n\rAppendRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x1a\n\x10\x65xpected_version\x18\x02 \x01(\x04H\x00\x12\x36\n\x0e\x65xpected_state\x18\x03 \x01(\x0e\x32\x1c.eventstore.v1.ExpectedStateH\x00\x12(\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x18.eventstore.v1.EventDataB\n\n\x08\x65xpected\"3\n\x0e\x41ppendResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x10\n\x08position\x18\x02 \x01(\x04\"_\n\x11ReadStreamRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x02 \x01(\x04\x12\x11\n\tmax_count\x18\x03 \x01(\x04\x12\x11\n\tbackwards\x18\x04 \x01(\x08\"B\n\x12ReadStreamResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.eventstore.v1.RecordedEvent\"b\n\x0eReadAllRequest\x12\x16\n\x0e\x61\x66ter_position\x18\x01 \x01(\x04\x12\x11\n\tmax_count\x18\x02 \x01(\x04\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x04 \x03(\t\"?\n\x0fReadAllResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.eventstore.v1.RecordedEvent\"\x0c\n\nAllStreams\"\xc4\x01\n\x10SubscribeRequest\x12\x10\n\x06stream\x18\x01 \x01(\tH\x00\x12\x12\n\x08\x63\x61tegory\x18\x02 \x01(\tH\x00\x12(\n\x03\x61ll\x18\x03 \x01(\x0b\x32\x19.eventstore.v1.AllStreamsH\x00\x12\x16\n\x0e\x61\x66ter_position\x18\x04 \x01(\x04\x12\x15\n\rafter_version\x18\x05 \x01(\x04\x12\x13\n\x0b\x65vent_types\x18\x06 \x03(\t\x12\x12\n\nsubscriber\x18\x07 \x01(\tB\x08\n\x06target\"n\n\x11SubscribeResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.eventstore.v1.RecordedEvent\x12\x11\n\tcaught_up\x18\x02 \x01(\x08\x12\x18\n\x10scanned_position\x18\x03 \x01(\x04\"N\n\x17\x43ommitCheckpointRequest\x12\x12\n\nsubscriber\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x04\x12\r\n\x05reset\x18\x03 \x01(\x08\",\n\x18\x43ommitCheckpointResponse\x12\x10\n\x08position\x18\x01 \x01(\x04\"*\n\x14GetCheckpointRequest\x12\x12\n\nsubscriber\x18\x01 \x01(\t\"8\n\x15GetCheckpointResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x10\n\x08position\x18\x02 \x01(\x04\"\xe2\x01\n\x08Snapshot\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x37\n\x08metadata\x18\x05 \x03(\x0b\x32%.eventstore.v1.Snapshot.MetadataEntry\x12/\n\x0brecorded_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc7\x01\n\x13SaveSnapshotRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x42\n\x08metadata\x18\x05 \x03(\x0b\x32\x30.eventstore.v1.SaveSnapshotRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x16\n\x14SaveSnapshotResponse\":\n\x13ReadSnapshotRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x13\n\x0bmax_version\x18\x02 \x01(\x04\"P\n\x14ReadSnapshotResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12)\n\x08snapshot\x18\x02 \x01(\x0b\x32\x17.eventstore.v1.Snapshot\"\x11\n\x0fGetStatsRequest\"m\n\x0eSubscriberInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x04\x12\x0b\n\x03lag\x18\x03 \x01(\x04\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"n\n\x10GetStatsResponse\x12\x15\n\rhead_position\x18\x01 \x01(\x04\x12\x0f\n\x07streams\x18\x02 \x01(\x04\x12\x32\n\x0bsubscribers\x18\x03 \x03(\x0b\x32\x1d.eventstore.v1.SubscriberInfo*\x87\x01\n\rExpectedState\x12\x1e\n\x1a\x45XPECTED_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XPECTED_STATE_ANY\x10\x01\x12\x1c\n\x18\x45XPECTED_STATE_NO_STREAM\x10\x02\x12 \n\x1c\x45XPECTED_STATE_STREAM_EXISTS\x10\x03\x32\x86\x06\n\nEventStore\x12\x45\n\x06\x41ppend\x12\x1c.eventstore.v1.AppendRequest\x1a\x1d.eventstore.v1.AppendResponse\x12S\n\nReadStream\x12 .eventstore.v1.ReadStreamRequest\x1a!.eventstore.v1.ReadStreamResponse0\x01\x12J\n\x07ReadAll\x12\x1d.eventstore.v1.ReadAllRequest\x1a\x1e.eventstore.v1.ReadAllResponse0\x01\x12P\n\tSubscribe\x12\x1f.eventstore.v1.SubscribeRequest\x1a .eventstore.v1.SubscribeResponse0\x01\x12\x63\n\x10\x43ommitCheckpoint\x12&.eventstore.v1.CommitCheckpointRequest\x1a\'.eventstore.v1.CommitCheckpointResponse\x12Z\n\rGetCheckpoint\x12#.eventstore.v1.GetCheckpointRequest\x1a$.eventstore.v1.GetCheckpointResponse\x12W\n\x0cSaveSnapshot\x12\".eventstore.v1.SaveSnapshotRequest\x1a#.eventstore.v1.SaveSnapshotResponse\x12W\n\x0cReadSnapshot\x12\".eventstore.v1.ReadSnapshotRequest\x1a#.eventstore.v1.ReadSnapshotResponse\x12K\n\x08GetStats\x12\x1e.eventstore.v1.GetStatsRequest\x1a\x1f.eventstore.v1.GetStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,8 +40,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SNAPSHOT_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_SAVESNAPSHOTREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_SAVESNAPSHOTREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_EXPECTEDSTATE']._serialized_start=2478
-  _globals['_EXPECTEDSTATE']._serialized_end=2613
+  _globals['_EXPECTEDSTATE']._serialized_start=2504
+  _globals['_EXPECTEDSTATE']._serialized_end=2639
   _globals['_EVENTDATA']._serialized_start=83
   _globals['_EVENTDATA']._serialized_end=263
   _globals['_EVENTDATA_METADATAENTRY']._serialized_start=216
@@ -67,35 +67,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBSCRIBEREQUEST']._serialized_start=1126
   _globals['_SUBSCRIBEREQUEST']._serialized_end=1322
   _globals['_SUBSCRIBERESPONSE']._serialized_start=1324
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1408
-  _globals['_COMMITCHECKPOINTREQUEST']._serialized_start=1410
-  _globals['_COMMITCHECKPOINTREQUEST']._serialized_end=1488
-  _globals['_COMMITCHECKPOINTRESPONSE']._serialized_start=1490
-  _globals['_COMMITCHECKPOINTRESPONSE']._serialized_end=1534
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1536
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1578
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1580
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1636
-  _globals['_SNAPSHOT']._serialized_start=1639
-  _globals['_SNAPSHOT']._serialized_end=1865
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1434
+  _globals['_COMMITCHECKPOINTREQUEST']._serialized_start=1436
+  _globals['_COMMITCHECKPOINTREQUEST']._serialized_end=1514
+  _globals['_COMMITCHECKPOINTRESPONSE']._serialized_start=1516
+  _globals['_COMMITCHECKPOINTRESPONSE']._serialized_end=1560
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1562
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1604
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1606
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1662
+  _globals['_SNAPSHOT']._serialized_start=1665
+  _globals['_SNAPSHOT']._serialized_end=1891
   _globals['_SNAPSHOT_METADATAENTRY']._serialized_start=216
   _globals['_SNAPSHOT_METADATAENTRY']._serialized_end=263
-  _globals['_SAVESNAPSHOTREQUEST']._serialized_start=1868
-  _globals['_SAVESNAPSHOTREQUEST']._serialized_end=2067
+  _globals['_SAVESNAPSHOTREQUEST']._serialized_start=1894
+  _globals['_SAVESNAPSHOTREQUEST']._serialized_end=2093
   _globals['_SAVESNAPSHOTREQUEST_METADATAENTRY']._serialized_start=216
   _globals['_SAVESNAPSHOTREQUEST_METADATAENTRY']._serialized_end=263
-  _globals['_SAVESNAPSHOTRESPONSE']._serialized_start=2069
-  _globals['_SAVESNAPSHOTRESPONSE']._serialized_end=2091
-  _globals['_READSNAPSHOTREQUEST']._serialized_start=2093
-  _globals['_READSNAPSHOTREQUEST']._serialized_end=2151
-  _globals['_READSNAPSHOTRESPONSE']._serialized_start=2153
-  _globals['_READSNAPSHOTRESPONSE']._serialized_end=2233
-  _globals['_GETSTATSREQUEST']._serialized_start=2235
-  _globals['_GETSTATSREQUEST']._serialized_end=2252
-  _globals['_SUBSCRIBERINFO']._serialized_start=2254
-  _globals['_SUBSCRIBERINFO']._serialized_end=2363
-  _globals['_GETSTATSRESPONSE']._serialized_start=2365
-  _globals['_GETSTATSRESPONSE']._serialized_end=2475
-  _globals['_EVENTSTORE']._serialized_start=2616
-  _globals['_EVENTSTORE']._serialized_end=3390
+  _globals['_SAVESNAPSHOTRESPONSE']._serialized_start=2095
+  _globals['_SAVESNAPSHOTRESPONSE']._serialized_end=2117
+  _globals['_READSNAPSHOTREQUEST']._serialized_start=2119
+  _globals['_READSNAPSHOTREQUEST']._serialized_end=2177
+  _globals['_READSNAPSHOTRESPONSE']._serialized_start=2179
+  _globals['_READSNAPSHOTRESPONSE']._serialized_end=2259
+  _globals['_GETSTATSREQUEST']._serialized_start=2261
+  _globals['_GETSTATSREQUEST']._serialized_end=2278
+  _globals['_SUBSCRIBERINFO']._serialized_start=2280
+  _globals['_SUBSCRIBERINFO']._serialized_end=2389
+  _globals['_GETSTATSRESPONSE']._serialized_start=2391
+  _globals['_GETSTATSRESPONSE']._serialized_end=2501
+  _globals['_EVENTSTORE']._serialized_start=2642
+  _globals['_EVENTSTORE']._serialized_end=3416
 # @@protoc_insertion_point(module_scope)

@@ -388,8 +388,14 @@ class SubscribeResponse(_message.Message):
 
     EVENTS_FIELD_NUMBER: _builtins.int
     CAUGHT_UP_FIELD_NUMBER: _builtins.int
+    SCANNED_POSITION_FIELD_NUMBER: _builtins.int
     caught_up: _builtins.bool
     """set once, on the message that ends the history part"""
+    scanned_position: _builtins.int
+    """Every event up to this position has been considered, delivered or filtered out: a durable
+    subscriber may commit it. Sent with each batch, with caught_up, and after a quiet second,
+    so a filtered subscriber's checkpoint (and lag) keeps up with events it never receives.
+    """
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordedEvent]: ...
     def __init__(
@@ -397,10 +403,11 @@ class SubscribeResponse(_message.Message):
         *,
         events: _abc.Iterable[Global___RecordedEvent] | None = ...,
         caught_up: _builtins.bool = ...,
+        scanned_position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "events", b"events", "scanned_position", b"scanned_position"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

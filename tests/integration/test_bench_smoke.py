@@ -1,0 +1,35 @@
+"""`make bench-smoke` inside `make test`: every benchmark scenario runs briefly, so the harness
+cannot rot. No thresholds here: timing belongs in `make bench`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.support import ROOT
+
+
+def test_every_benchmark_scenario_runs(postgres_server_url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": postgres_server_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((ROOT / "bench" / "results" / "smoke.json").read_text())
+    scenarios = {r["scenario"] for r in report["results"]}
+    assert {
+        "append 1 event",
+        "append 100 events",
+        "ReadStream 1000 events",
+        "catch-up Subscribe",
+        "live latency",
+    } <= scenarios
+    assert all(r["value"] > 0 for r in report["results"])
+    assert (ROOT / "bench" / "results" / "smoke.md").read_text().startswith("Measured")
