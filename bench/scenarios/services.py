@@ -60,9 +60,12 @@ async def _load_ms(repository: Repository[Any, Any], customer_id: str, times: in
 async def aggregate_load(bench: Bench, store: ServerProcess) -> None:
     lengths = (10, 100) if bench.config.smoke else (10, 100, 1_000, 10_000)
     async with EventStoreClient(store.address) as client:
-        with_snapshots = Repository(client, LOAD_KIND, snapshot_every=100)
+        # No cache: each load is a cold load, what this scenario measures.
+        with_snapshots = Repository(client, LOAD_KIND, snapshot_every=100, cache_size=0)
         # Another snapshot schema: every snapshot is ignored and the whole history folded.
-        without = Repository(client, dataclasses.replace(LOAD_KIND, snapshot_schema=-1))
+        without = Repository(
+            client, dataclasses.replace(LOAD_KIND, snapshot_schema=-1), cache_size=0
+        )
         for n in lengths:
             customer_id = await _customer_with_history(client, n, LOAD_KIND)
             full = await with_snapshots.load(customer_id)
