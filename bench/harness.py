@@ -226,7 +226,10 @@ async def timed_rate(duration: float, workers: int, work: Callable[[int], Awaita
     async def loop(n: int) -> None:
         nonlocal done
         while time.monotonic() < deadline:
-            done += await work(n)
+            # Not `done += await ...`: that reads `done` before the await and loses the updates
+            # other workers make meanwhile.
+            finished = await work(n)
+            done += finished
 
     start = time.monotonic()
     await asyncio.gather(*(loop(n) for n in range(workers)))

@@ -1,0 +1,116 @@
+"""The `eventstore` command as a user runs it (a subprocess) against a real store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from tests.support import ServerProcess, unique
+
+
+def cli(
+    store: ServerProcess, *args: str, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EVENTSTORE_ADDRESS": store.address, "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "eventstore_client.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def test_append_then_read_back(store: ServerProcess) -> None:
+    stream = f"{unique()}-1"
+    first = cli(
+        store, "--json", "append", stream, "Opened", '{"owner": "Ada"}', "--expected-version", "0"
+    )
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["version"] == 1
+    second = cli(
+        store, "append", stream, "Noted", "--metadata", "by=cli", stdin="plain text from stdin"
+    )
+    assert second.returncode == 0, second.stderr
+    assert "version: 2" in second.stdout
+    read = cli(store, "--json", "read", stream)
+    events = [json.loads(line) for line in read.stdout.splitlines()]
+    assert [(e["version"], e["type"]) for e in events] == [(1, "Opened"), (2, "Noted")]
+    assert events[0]["data"] == {"owner": "Ada"}
+    assert events[1]["data"] == "plain text from stdin" and events[1]["metadata"] == {"by": "cli"}
+    backwards = cli(store, "read", stream, "--backwards", "--count", "1")
+    assert "Noted" in backwards.stdout and "Opened" not in backwards.stdout
+    category = cli(
+        store, "--json", "read-all", "--category", stream.split("-")[0], "--type", "Opened"
+    )
+    assert [json.loads(line)["type"] for line in category.stdout.splitlines()] == ["Opened"]
+
+
+def test_tail_receives_a_new_event(store: ServerProcess) -> None:
+    category = unique("tail")
+    env = {**os.environ, "EVENTSTORE_ADDRESS": store.address, "NO_COLOR": "1"}
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "eventstore_client.cli", "--json", "tail", "--category", category],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        # The tail starts at the head; append until it has subscribed and shows the event.
+        assert tail.stdout is not None
+        deadline = time.monotonic() + 30
+        appended = cli(store, "--json", "append", f"{category}-1", "Seen", '{"n": 1}')
+        assert appended.returncode == 0
+        while time.monotonic() < deadline:
+            cli(store, "append", f"{category}-1", "Seen", '{"n": 2}')
+            line = tail.stdout.readline()
+            if line:
+                event = json.loads(line)
+                assert event["stream"] == f"{category}-1" and event["type"] == "Seen"
+                break
+        else:
+            raise AssertionError("tail printed nothing")
+    finally:
+        tail.terminate()
+        tail.wait(10)
+
+
+def test_stats_and_subscribers(store: ServerProcess) -> None:
+    stats = cli(store, "--json", "stats")
+    assert stats.returncode == 0
+    values = json.loads(stats.stdout)
+    assert values["head_position"] >= 0 and values["streams"] >= 0
+    assert cli(store, "subscribers").returncode == 0
+
+
+def test_bad_input_exits_non_zero_with_a_message(store: ServerProcess) -> None:
+    stream = f"{unique()}-1"
+    cli(store, "append", stream, "A", "{}")
+    conflict = cli(store, "append", stream, "A", "{}", "--expected-version", "0")
+    assert conflict.returncode == 3 and "expected 0" in conflict.stderr
+    invalid = cli(store, "append", "bad stream", "A", "{}")
+    assert invalid.returncode == 1 and "INVALID_ARGUMENT" in invalid.stderr
+    usage = cli(store, "append", stream, "A", "{}", "--metadata", "novalue")
+    assert usage.returncode == 2 and "KEY=VALUE" in usage.stderr
+    unknown = cli(store, "frobnicate")
+    assert unknown.returncode == 2
+    unreachable = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "eventstore_client.cli",
+            "--address",
+            "127.0.0.1:1",
+            "--timeout",
+            "2",
+            "stats",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unreachable.returncode == 4 and "cannot reach" in unreachable.stderr
