@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class ServiceSettings:
     database_url: str
     snapshot_every: int
     shutdown_grace: float
+    metrics_listen: str = ""
 
 
 def parse_settings(
@@ -68,9 +70,19 @@ def parse_settings(
         default=float(env.get(f"{env_prefix}_SHUTDOWN_GRACE", "10")),
         help=f"seconds to finish calls on SIGTERM [${env_prefix}_SHUTDOWN_GRACE]",
     )
+    parser.add_argument(
+        "--metrics-listen",
+        default=env.get(f"{env_prefix}_METRICS_LISTEN", ""),
+        help=f"HOST:PORT for Prometheus /metrics; empty: off [${env_prefix}_METRICS_LISTEN]",
+    )
     args = parser.parse_args(argv)
     return ServiceSettings(
-        args.listen, args.eventstore, args.database_url, args.snapshot_every, args.shutdown_grace
+        args.listen,
+        args.eventstore,
+        args.database_url,
+        args.snapshot_every,
+        args.shutdown_grace,
+        args.metrics_listen,
     )
 
 
@@ -82,6 +94,9 @@ async def serve(
 ) -> None:
     """Serve until SIGTERM/SIGINT. `register` adds the servicers and returns their full names;
     `background` tasks (subscriptions) run beside the server and are cancelled on stop."""
+    if settings.metrics_listen:
+        host, port_text = settings.metrics_listen.rsplit(":", 1)
+        start_http_server(int(port_text), addr=host)
     server = grpc.aio.server()
     names = list(register(server))
     health_servicer = health.aio.HealthServicer()

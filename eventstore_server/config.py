@@ -37,6 +37,7 @@ class Settings:
     keepalive_timeout_ms: int = 10_000
     tail_events: int = 10_000  # recent events kept in memory for live subscribers
     writer_pipeline: int = 1  # group-commit batches in flight at once (one connection each)
+    metrics_listen: str = ""  # HOST:PORT for Prometheus metrics; empty: off
     limits: Limits = field(default_factory=Limits)
 
 
@@ -53,6 +54,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("keepalive_timeout_ms", "EVENTSTORE_KEEPALIVE_TIMEOUT_MS", int, "ping answer timeout"),
     ("tail_events", "EVENTSTORE_TAIL_EVENTS", int, "recent events kept in memory"),
     ("writer_pipeline", "EVENTSTORE_WRITER_PIPELINE", int, "group commits in flight at once"),
+    ("metrics_listen", "EVENTSTORE_METRICS_LISTEN", str, "HOST:PORT for /metrics (empty: off)"),
 ]
 _LIMIT_FLAGS: list[tuple[str, str, str]] = [
     ("max_name_length", "EVENTSTORE_MAX_NAME_LENGTH", "characters in a stream name, at most"),

@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
-from eventstore_server import schema
+from eventstore_server import metrics, schema
 from eventstore_server.config import Settings
 from eventstore_server.reader import Reader
 from eventstore_server.service import EventStoreService, add_to_server
@@ -77,14 +77,21 @@ async def connect(settings: Settings, patience: float = 60.0) -> asyncpg.Pool:
             delay = min(delay * 2, 2.0)
 
 
+def _export(stats: pb.GetStatsResponse) -> None:
+    metrics.HEAD.set(stats.head_position)
+    for s in stats.subscribers:
+        metrics.SUBSCRIBER_POSITION.labels(s.name).set(s.position)
+        metrics.SUBSCRIBER_LAG.labels(s.name).set(s.lag)
+
+
 async def _watch_health(
-    pool: asyncpg.Pool, servicer: health.aio.HealthServicer, interval: float
+    reader: Reader, servicer: health.aio.HealthServicer, interval: float
 ) -> None:
-    """SERVING only while the database answers."""
+    """SERVING only while the database answers. The same query feeds the gauges."""
     last = None
     while True:
         try:
-            await asyncio.wait_for(pool.fetchval("SELECT 1"), timeout=max(interval, 1.0))
+            _export(await asyncio.wait_for(reader.stats(), timeout=max(interval, 1.0)))
             status = health_pb2.HealthCheckResponse.SERVING
         except Exception as exc:
             status = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -99,6 +106,7 @@ async def _watch_health(
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT, then drain and close."""
+    metrics.start(settings.metrics_listen)
     pool = await connect(settings)
     reader = Reader(pool, settings.limits.read_page_size, settings.limits.read_page_bytes)
     tail = LiveTail(reader, settings.database_url, settings.tail_events)
@@ -128,7 +136,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         raise RuntimeError(f"cannot listen on {settings.listen}")
     await server.start()
     health_task = asyncio.create_task(
-        _watch_health(pool, health_servicer, settings.health_interval)
+        _watch_health(reader, health_servicer, settings.health_interval)
     )
     host = settings.listen.rsplit(":", 1)[0]
     print(f"eventstore listening on {host}:{port}", flush=True)

@@ -7,12 +7,14 @@ interceptors such as OpenTelemetry's. The reading handlers yield pages that are 
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
+from eventstore_server import metrics
 from eventstore_server.config import Limits
 from eventstore_server.errors import (
     FailedPrecondition,
@@ -100,10 +102,14 @@ class EventStoreService:
         request: pb.AppendRequest,
         context: Context,
     ) -> pb.AppendResponse:
+        started = time.perf_counter()
         try:
             result = await self._writer.append(append_command(request, self._limits))
         except StoreError as error:
+            metrics.APPENDS.labels(error.reason.lower()).inc()
             await _abort(context, error)
+        metrics.APPENDS.labels("written").inc()
+        metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
         return pb.AppendResponse(version=result.version, position=result.position)
 
     async def ReadStream(
@@ -115,7 +121,9 @@ class EventStoreService:
             stream = stream_name(request.stream, self._limits)
             start = _position(request.from_version, "from_version")
             count = _position(request.max_count, "max_count")
+            metrics.READS.labels("ReadStream").inc()
             async for page in self._reader.read_stream(stream, start, count, request.backwards):
+                metrics.READ_EVENTS.labels("ReadStream").inc(page.count)
                 yield page.records
         except StoreError as error:
             await _abort(context, error)
@@ -133,6 +141,7 @@ class EventStoreService:
             category = category_name(request.category, self._limits) if request.category else ""
             types = event_types(list(request.event_types), self._limits)
             head = await self._reader.head()
+            metrics.READS.labels("ReadAll").inc()
             page_size = self._limits.read_page_size
             while cursor < head and (remaining is None or remaining > 0):
                 limit = page_size if remaining is None else min(page_size, remaining)
@@ -140,6 +149,7 @@ class EventStoreService:
                     cursor, head, limit, category=category, types=types
                 )
                 if page.count:
+                    metrics.READ_EVENTS.labels("ReadAll").inc(page.count)
                     yield page.records
                 if remaining is not None:
                     remaining -= page.count
@@ -154,6 +164,8 @@ class EventStoreService:
         request: pb.SubscribeRequest,
         context: Context,
     ) -> AsyncIterator[bytes]:
+        metrics.READS.labels("Subscribe").inc()
+        metrics.SUBSCRIPTIONS.inc()
         try:
             target, after = await self._subscription(request)
             async for message in subscribe(
@@ -166,6 +178,8 @@ class EventStoreService:
             await _abort(context, Unavailable("the server is shutting down; subscribe again"))
         except CONNECTION_ERRORS as exc:
             await _abort(context, _database_error(exc))
+        finally:
+            metrics.SUBSCRIPTIONS.dec()
 
     async def _subscription(self, request: pb.SubscribeRequest) -> tuple[Target, int]:
         types = frozenset(event_types(list(request.event_types), self._limits))

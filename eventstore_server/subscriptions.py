@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
+from eventstore_server import metrics
 from eventstore_server.reader import Page, Reader
 from eventstore_server.tail import LiveTail, TailEvent
 
@@ -98,6 +99,7 @@ async def _deliver(
                     if events:
                         last_version = events[-1].version
                         reported = cursor
+                        metrics.READ_EVENTS.labels("Subscribe").inc(len(events))
                         yield b"".join(e.record for e in events) + _scanned(cursor)
                 else:
                     found = await (ahead if ahead is not None else read(cursor, head))
@@ -113,6 +115,7 @@ async def _deliver(
                         ahead = asyncio.ensure_future(read(cursor, head))
                     if found.count:
                         reported = cursor
+                        metrics.READ_EVENTS.labels("Subscribe").inc(found.count)
                         yield found.records + _scanned(cursor)
                 head = tail.head if ahead is None else head
             if not caught_up:

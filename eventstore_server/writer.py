@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
+from eventstore_server import metrics
 from eventstore_server.errors import DuplicateEventId, StoreError, Unavailable, WrongExpectedVersion
 from eventstore_server.validation import EXPECTED_NAMES, AppendCommand
 
@@ -184,6 +186,7 @@ class GroupCommitWriter:
         return batch
 
     async def _write(self, lane: _Lane, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
         try:
             conn = await lane.connection()
             rows = await conn.fetch(APPEND_BATCH, *_arguments(batch))
@@ -202,11 +205,14 @@ class GroupCommitWriter:
             return
         self.batches += 1
         self.appends += len(batch)
+        metrics.BATCH_APPENDS.observe(len(batch))
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         head = 0
         for item, row in zip(batch, rows, strict=True):
             outcome = row["outcome"]
             if outcome == WRITTEN:
                 head = max(head, row["out_position"])
+                metrics.EVENTS_WRITTEN.inc(len(item.command.events))
                 _resolve(item, AppendResult(row["out_version"], row["out_position"], True))
             elif outcome == DUPLICATE:
                 _resolve(item, AppendResult(row["out_version"], row["out_position"], False))

@@ -33,20 +33,21 @@ async def _ensure_database(server_url: str, name: str) -> str:
 
 
 def _processes(database_url: str) -> list[tuple[str, list[str]]]:
+    """(module, arguments) of each process; metrics on METRICS_PORT (9101) and the next two."""
     store = f"127.0.0.1:{os.environ.get('EVENTSTORE_PORT', '50051')}"
-    procs = [("eventstore_server", ["--listen", store, "--database-url", database_url])]
+    metrics = int(os.environ.get("METRICS_PORT", "9101"))
+    db = ["--database-url", database_url]
+    procs = [("eventstore_server", ["--listen", store, *db])]
     for module, port_var, default in (
         ("customer_svc", "CUSTOMER_PORT", "50052"),
         ("order_svc", "ORDER_PORT", "50053"),
     ):
         listen = f"127.0.0.1:{os.environ.get(port_var, default)}"
-        procs.append(
-            (
-                module,
-                ["--listen", listen, "--eventstore", store, "--database-url", database_url],
-            )
-        )
-    return procs
+        procs.append((module, ["--listen", listen, "--eventstore", store, *db]))
+    return [
+        (module, [*args, "--metrics-listen", f"127.0.0.1:{metrics + i}"])
+        for i, (module, args) in enumerate(procs)
+    ]
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import statistics
 import time
 import uuid
@@ -82,8 +83,8 @@ async def aggregate_load(bench: Bench, store: ServerProcess) -> None:
                     "aggregate load",
                     label,
                     "ms",
-                    lambda r=repository, c=customer_id: _load_ms(
-                        r, c, 3 if bench.config.smoke else 10
+                    functools.partial(
+                        _load_ms, repository, customer_id, 3 if bench.config.smoke else 10
                     ),
                     events=n,
                 )

@@ -6,12 +6,19 @@ import json
 import logging
 import uuid
 
+from customer_svc.adapters.metrics import CREDIT_DECISIONS
 from customer_svc.domain import customer
 from customer_svc.domain.customer import Customer, CustomerEvent
 from eventstore_client.client import RecordedEvent
 from eventstore_client.repository import Loaded, Repository
 
 log = logging.getLogger(__name__)
+
+DECISIONS = {
+    "CreditReserved": "reserved",
+    "CreditLimitExceeded": "refused",
+    "CreditReleased": "released",
+}
 
 # The order events this service reacts to (its subscription's filter).
 ORDER_EVENTS = ("OrderCreated", "OrderCancelled")
@@ -50,12 +57,16 @@ class Customers:
             return
         if event.type == "OrderCreated":
             total = int(fields["total"])
-            await self._repository.execute(
+            executed = await self._repository.execute(
                 customer_id,
                 lambda s: customer.reserve_credit(s, order_id, total),
                 causation_id=event.id,
             )
         elif event.type == "OrderCancelled":
-            await self._repository.execute(
+            executed = await self._repository.execute(
                 customer_id, lambda s: customer.release_credit(s, order_id), causation_id=event.id
             )
+        else:
+            return
+        for decided in executed.events:
+            CREDIT_DECISIONS.labels(DECISIONS[type(decided).__name__]).inc()

@@ -37,6 +37,7 @@ class OrderCreated:
     order_id: str
     customer_id: str
     total: int
+    placed_at: float = 0.0  # seconds since the epoch, when the customer placed it
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Order:
     customer_id: str = ""
     total: int = 0
     rejection_reason: str = ""
+    placed_at: float = 0.0
 
     @property
     def exists(self) -> bool:
@@ -74,8 +76,14 @@ class Order:
 
 def evolve(order: Order, event: OrderEvent) -> Order:
     match event:
-        case OrderCreated(customer_id=customer_id, total=total):
-            return replace(order, state=State.PENDING, customer_id=customer_id, total=total)
+        case OrderCreated(customer_id=customer_id, total=total, placed_at=placed_at):
+            return replace(
+                order,
+                state=State.PENDING,
+                customer_id=customer_id,
+                total=total,
+                placed_at=placed_at,
+            )
         case OrderApproved():
             return replace(order, state=State.APPROVED)
         case OrderRejected(reason=reason):
@@ -88,7 +96,7 @@ def evolve(order: Order, event: OrderEvent) -> Order:
 # Commands -------------------------------------------------------------------------------------
 
 
-def create(order: Order, customer_id: str, total: int) -> list[OrderEvent]:
+def create(order: Order, customer_id: str, total: int, placed_at: float = 0.0) -> list[OrderEvent]:
     """Place the order; placing it again is a no-op (the create is idempotent by id)."""
     if total <= 0:
         raise OrderError("the total must be positive")
@@ -96,7 +104,7 @@ def create(order: Order, customer_id: str, total: int) -> list[OrderEvent]:
         raise OrderError("an order needs a customer")
     if order.exists:
         return []
-    return [OrderCreated(order.order_id, customer_id, total)]
+    return [OrderCreated(order.order_id, customer_id, total, placed_at)]
 
 
 def approve(order: Order) -> list[OrderEvent]:
@@ -129,6 +137,7 @@ def to_snapshot(order: Order) -> dict[str, Any]:
         "customer_id": order.customer_id,
         "total": order.total,
         "rejection_reason": order.rejection_reason,
+        "placed_at": order.placed_at,
     }
 
 
@@ -139,6 +148,7 @@ def from_snapshot(data: Mapping[str, Any]) -> Order:
         customer_id=data["customer_id"],
         total=data["total"],
         rejection_reason=data["rejection_reason"],
+        placed_at=data["placed_at"],
     )
 
 

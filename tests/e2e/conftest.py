@@ -10,6 +10,7 @@ import pytest
 
 from contracts.customer.v1 import customer_pb2_grpc
 from contracts.order.v1 import order_pb2_grpc
+from localpg import free_port
 from tests.support import ServerProcess, store_process
 
 
@@ -19,6 +20,7 @@ class System:
     store: ServerProcess
     customers: list[ServerProcess] = field(default_factory=list)
     orders: list[ServerProcess] = field(default_factory=list)
+    metrics: dict[str, int] = field(default_factory=dict)  # module -> metrics port
 
     def service(self, module: str, *extra: str) -> ServerProcess:
         return ServerProcess(
@@ -31,10 +33,22 @@ class System:
             p.stop()
 
 
-def start_system(database_url: str, customer_replicas: int = 1, order_replicas: int = 1) -> System:
+def start_system(
+    database_url: str, customer_replicas: int = 1, order_replicas: int = 1, metrics: bool = False
+) -> System:
     system = System(database_url, store_process(database_url).start())
-    system.customers = [system.service("customer_svc") for _ in range(customer_replicas)]
-    system.orders = [system.service("order_svc") for _ in range(order_replicas)]
+    if metrics:
+        system.metrics = {"customer_svc": free_port(), "order_svc": free_port()}
+
+    def flags(module: str) -> list[str]:
+        return ["--metrics-listen", f"127.0.0.1:{system.metrics[module]}"] if metrics else []
+
+    system.customers = [
+        system.service("customer_svc", *flags("customer_svc")) for _ in range(customer_replicas)
+    ]
+    system.orders = [
+        system.service("order_svc", *flags("order_svc")) for _ in range(order_replicas)
+    ]
     for p in [*system.customers, *system.orders]:
         p.start(wait=False)
     for p in [*system.customers, *system.orders]:

@@ -17,6 +17,8 @@ from contracts.order.v1 import order_pb2_grpc
 from eventstore_client import EventStoreClient, NewEvent
 from tests.e2e.conftest import Stubs, System, start_system
 from tests.e2e.saga import quiet_invariant, settled
+from tests.integration.test_metrics import scrape
+from tests.support import wait_until
 
 
 async def new_customer(stubs: Stubs, limit: int) -> str:
@@ -277,6 +279,47 @@ async def test_bad_requests(
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await getattr(getattr(stubs, service), method)(request_)
     assert raised.value.code() == code
+
+
+async def test_saga_metrics(new_database: Callable[[], str]) -> None:
+    system = start_system(new_database(), metrics=True)
+    try:
+        async with (
+            grpc.aio.insecure_channel(system.customers[0].address) as c,
+            grpc.aio.insecure_channel(system.orders[0].address) as o,
+        ):
+            customers, orders = (
+                customer_pb2_grpc.CustomerServiceStub(c),
+                order_pb2_grpc.OrderServiceStub(o),
+            )
+            customer = await customers.CreateCustomer(
+                cpb.CreateCustomerRequest(name="M", credit_limit=150)
+            )
+            placed = [
+                await orders.CreateOrder(
+                    opb.CreateOrderRequest(customer_id=customer.customer_id, total=100)
+                )
+                for _ in range(2)
+            ]
+            final = [await settled(orders, p.order_id) for p in placed]
+            approved = next(f for f in final if f.state == opb.ORDER_STATE_APPROVED)
+            await orders.CancelOrder(opb.CancelOrderRequest(order_id=approved.order_id))
+        text = scrape(system.metrics["order_svc"])
+        assert 'saga_orders_total{outcome="approved"} 1.0' in text
+        assert 'saga_orders_total{outcome="rejected"} 1.0' in text
+        assert 'saga_orders_total{outcome="cancelled"} 1.0' in text
+        assert "saga_seconds_count 2.0" in text
+        wait_until(
+            lambda: (
+                'credit_decisions_total{decision="released"} 1.0'
+                in scrape(system.metrics["customer_svc"])
+            )
+        )
+        assert 'credit_decisions_total{decision="refused"} 1.0' in scrape(
+            system.metrics["customer_svc"]
+        )
+    finally:
+        system.stop()
 
 
 async def test_kill_9_of_customer_svc_mid_saga(new_database: Callable[[], str]) -> None:
