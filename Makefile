@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test lint proto proto-check bench bench-smoke clean
+.PHONY: install run demo traces test lint proto bench bench-smoke clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -21,6 +21,9 @@ run: $(STAMP)  ## start PostgreSQL (embedded unless DATABASE_URL is set) and the
 
 demo: $(STAMP)  ## walk through the credit saga (starts the system unless `make run` is up)
 	$(BIN)/python -m tools.demo
+
+traces: $(STAMP)  ## the last traces `make run` recorded, as waterfalls in the terminal
+	$(BIN)/python -m tools.traces
 
 lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff check .

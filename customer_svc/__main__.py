@@ -12,7 +12,7 @@ from contracts.customer.v1 import customer_pb2, customer_pb2_grpc
 from customer_svc.domain.customer import CUSTOMER
 from customer_svc.entrypoints.grpc_server import CustomerServicer
 from customer_svc.service_layer.handlers import ORDER_EVENTS, Customers
-from eventstore_client import EventStoreClient
+from eventstore_client import EventStoreClient, tracing
 from eventstore_client.hosting import ServiceSettings, parse_settings, serve
 from eventstore_client.repository import Repository
 from eventstore_client.subscription import SubscriptionRunner
@@ -41,7 +41,13 @@ def main() -> None:
         level=os.environ.get("LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(run(parse_settings("python -m customer_svc", "CUSTOMER", "127.0.0.1:50052")))
+    settings = parse_settings("python -m customer_svc", "CUSTOMER", "127.0.0.1:50052")
+    # Before any channel or server exists: the gRPC instrumentation wraps their creation.
+    tracing.setup("customer_svc", asyncpg=False)
+    try:
+        asyncio.run(run(settings))
+    finally:
+        tracing.shutdown()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import grpc
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
 from contracts.eventstore.v1 import eventstore_pb2_grpc as pb_grpc
+from eventstore_client import tracing
 from eventstore_client.errors import EventStoreError, UnavailableError, from_rpc_error
 
 RecordedEvent = pb.RecordedEvent
@@ -125,6 +126,13 @@ class EventStoreClient:
         """Append events atomically. `expected_version=N` requires the stream to be at version N;
         `expected=Expected.NO_STREAM` / `STREAM_EXISTS` / `ANY` check the state instead."""
         request = pb.AppendRequest(stream=stream, events=[e.to_proto() for e in events])
+        carrier: dict[str, str] = {}
+        tracing.inject(carrier)
+        if carrier:  # the producer's trace context travels with each event
+            for event in request.events:
+                for key, value in carrier.items():
+                    if key not in event.metadata:
+                        event.metadata[key] = value
         if expected_version is not None:
             request.expected_version = expected_version
         elif expected is not None:

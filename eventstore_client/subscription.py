@@ -14,6 +14,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
+from eventstore_client import tracing
 from eventstore_client.client import EventStoreClient, RecordedEvent
 from eventstore_client.errors import EventStoreError, UnavailableError
 
@@ -83,7 +84,8 @@ class SubscriptionRunner:
                     category=self._category, after_position=self.position, event_types=self._types
                 ):
                     for event in response.events:
-                        await self._handler(event)
+                        with tracing.consuming(__name__, self.name, event):
+                            await self._handler(event)
                         self.position = event.position
                     # Events up to scanned_position that did not match the filter count as done.
                     moved = max(self.position, response.scanned_position) > self._saved

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 
+from eventstore_client import tracing
 from eventstore_server.config import parse
 from eventstore_server.server import serve
 
@@ -15,7 +16,12 @@ def main() -> None:
         level=os.environ.get("LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(serve(parse()))
+    settings = parse()
+    tracing.setup("eventstore", grpc_client=False, asyncpg=True)
+    try:
+        asyncio.run(serve(settings))
+    finally:
+        tracing.shutdown()  # spans flushed before the process exits
 
 
 if __name__ == "__main__":

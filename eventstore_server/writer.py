@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from opentelemetry import trace
+from opentelemetry.trace import Link, NonRecordingSpan, set_span_in_context
+from opentelemetry.util.types import AttributeValue
 
+from eventstore_client import tracing
 from eventstore_server import metrics
 from eventstore_server.errors import DuplicateEventId, StoreError, Unavailable, WrongExpectedVersion
 from eventstore_server.validation import EXPECTED_NAMES, AppendCommand
@@ -31,6 +35,8 @@ APPEND_BATCH = (
 )
 
 WRITTEN, DUPLICATE, WRONG_VERSION, ID_TAKEN = 0, 1, 2, 3
+
+_tracer = trace.get_tracer(__name__)
 
 # Failures after which we cannot know whether the transaction committed: the client is told
 # UNAVAILABLE and retries with the same event ids, which the store recognises.
@@ -57,6 +63,7 @@ class _Pending:
     command: AppendCommand
     future: asyncio.Future[AppendResult]
     size: int
+    link: Link | None = None  # the span of the call that queued it
 
 
 class _Lane:
@@ -124,7 +131,7 @@ class GroupCommitWriter:
             raise Unavailable("the server is shutting down")
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         size = sum(len(e.head) + len(e.metadata) for e in command.events)
-        self._queue.append(_Pending(command, future, size))
+        self._queue.append(_Pending(command, future, size, tracing.current_link()))
         self._wakeup.set()
         # A cancelled caller cancels the future; the writer skips it unless already written.
         return await future
@@ -163,10 +170,36 @@ class GroupCommitWriter:
                 return
 
     async def _write_on(self, lane: _Lane, batch: list[_Pending]) -> None:
-        try:
-            await self._write(lane, batch)
-        finally:
-            self._free.put_nowait(lane)
+        # One span per group commit: a child of the first append it carries (so a lone append's
+        # trace shows its commit and SQL), linked to every append's span.
+        links = [item.link for item in batch if item.link is not None]
+        parent = set_span_in_context(NonRecordingSpan(links[0].context)) if links else None
+        streams = sorted({item.command.stream for item in batch})
+        attributes: dict[str, AttributeValue] = {
+            "eventstore.batch.appends": len(batch),
+            "eventstore.batch.events": sum(len(item.command.events) for item in batch),
+            "eventstore.batch.streams": streams[:20],
+            "eventstore.batch.stream_count": len(streams),
+        }
+        with _tracer.start_as_current_span(
+            "eventstore group commit", context=parent, links=links, attributes=attributes
+        ) as span:
+            try:
+                await self._write(lane, batch)
+            finally:
+                self._free.put_nowait(lane)
+                done = [
+                    i.future.result()
+                    for i in batch
+                    if i.future.done() and not i.future.cancelled() and i.future.exception() is None
+                ]
+                if done:
+                    span.set_attribute(
+                        "eventstore.batch.first_position", min(r.position for r in done)
+                    )
+                    span.set_attribute(
+                        "eventstore.batch.last_position", max(r.position for r in done)
+                    )
 
     def _take(self) -> list[_Pending]:
         batch: list[_Pending] = []

@@ -11,7 +11,7 @@ import asyncpg
 import grpc
 
 from contracts.order.v1 import order_pb2, order_pb2_grpc
-from eventstore_client import EventStoreClient
+from eventstore_client import EventStoreClient, tracing
 from eventstore_client.client import RecordedEvent
 from eventstore_client.hosting import ServiceSettings, parse_settings, serve
 from eventstore_client.repository import Repository
@@ -63,7 +63,13 @@ def main() -> None:
         level=os.environ.get("LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(run(parse_settings("python -m order_svc", "ORDER", "127.0.0.1:50053")))
+    settings = parse_settings("python -m order_svc", "ORDER", "127.0.0.1:50053")
+    # Before any channel or server exists: the gRPC instrumentation wraps their creation.
+    tracing.setup("order_svc", asyncpg=True)
+    try:
+        asyncio.run(run(settings))
+    finally:
+        tracing.shutdown()
 
 
 if __name__ == "__main__":

@@ -128,5 +128,9 @@ class ServerProcess:
                 self.kill()
 
 
-def store_process(database_url: str, *extra: str, port: int | None = None) -> ServerProcess:
-    return ServerProcess("eventstore_server", ["--database-url", database_url, *extra], port=port)
+def store_process(
+    database_url: str, *extra: str, port: int | None = None, env: dict[str, str] | None = None
+) -> ServerProcess:
+    return ServerProcess(
+        "eventstore_server", ["--database-url", database_url, *extra], env=env, port=port
+    )

@@ -73,9 +73,35 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    # Traces: unless OTEL_* says otherwise, a local receiver keeps them for `make traces`.
+    env = dict(os.environ)
+    if not any(k.startswith("OTEL_EXPORTER_OTLP") or k == "OTEL_TRACES_EXPORTER" for k in env):
+        otlp = f"127.0.0.1:{os.environ.get('OTLP_PORT', '4317')}"
+        children.append(
+            (
+                "otlp_receiver",
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "tools.otlp_receiver",
+                        "--listen",
+                        otlp,
+                        "--out",
+                        str(RUN / "spans.jsonl"),
+                    ],
+                    cwd=ROOT,
+                ),
+            )
+        )
+        env |= {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{otlp}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_BSP_SCHEDULE_DELAY": "500",
+        }
     try:
         for module, args in _processes(database_url):
-            process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT)
+            process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env)
             children.append((module, process))
             time.sleep(0.5)  # let the store migrate before the services connect to it
         print("Running. Ctrl-C stops everything.", flush=True)

@@ -21,11 +21,13 @@ class System:
     customers: list[ServerProcess] = field(default_factory=list)
     orders: list[ServerProcess] = field(default_factory=list)
     metrics: dict[str, int] = field(default_factory=dict)  # module -> metrics port
+    env: dict[str, str] = field(default_factory=dict)
 
     def service(self, module: str, *extra: str) -> ServerProcess:
         return ServerProcess(
             module,
             ["--eventstore", self.store.address, "--database-url", self.database_url, *extra],
+            env=self.env,
         )
 
     def stop(self) -> None:
@@ -34,9 +36,13 @@ class System:
 
 
 def start_system(
-    database_url: str, customer_replicas: int = 1, order_replicas: int = 1, metrics: bool = False
+    database_url: str,
+    customer_replicas: int = 1,
+    order_replicas: int = 1,
+    metrics: bool = False,
+    env: dict[str, str] | None = None,
 ) -> System:
-    system = System(database_url, store_process(database_url).start())
+    system = System(database_url, store_process(database_url, env=env).start(), env=env or {})
     if metrics:
         system.metrics = {"customer_svc": free_port(), "order_svc": free_port()}
 
