@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo traces test lint proto bench bench-smoke clean
+.PHONY: install run demo traces test lint proto bench bench-smoke clean kind-up kind-load kind-deploy kind-test kind-down
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -40,6 +40,30 @@ bench: $(STAMP)  ## the benchmarks, with baselines from the same run
 
 bench-smoke: $(STAMP)  ## each benchmark scenario for a moment, no thresholds
 	$(BIN)/python -m bench --smoke
+
+# Kubernetes on kind (needs docker, kind and kubectl; none of them is needed by make test).
+IMAGE ?= pg-eventstore:dev
+KIND_CLUSTER ?= pg-eventstore
+KUBECTL ?= kubectl --context kind-$(KIND_CLUSTER)
+
+kind-up:  ## create the kind cluster
+	kind create cluster --config k8s/kind/cluster.yaml
+
+kind-load:  ## build the image and load it into the cluster
+	docker build -t $(IMAGE) .
+	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+
+kind-deploy:  ## apply the kind overlay and wait for every rollout
+	$(KUBECTL) apply -k k8s/overlays/kind
+	$(KUBECTL) -n eventstore rollout status statefulset/postgres --timeout=180s
+	for d in eventstore customer order otel-collector jaeger; do \
+		$(KUBECTL) -n eventstore rollout status deployment/$$d --timeout=180s || exit 1; done
+
+kind-test: $(STAMP)  ## the end-to-end saga tests against the cluster, through port-forwards
+	KUBECTL="$(KUBECTL)" $(BIN)/python -m tools.kind_test
+
+kind-down:  ## delete the cluster
+	kind delete cluster --name $(KIND_CLUSTER)
 
 clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache

@@ -76,7 +76,11 @@ class ServerProcess:
         args: Sequence[str],
         env: dict[str, str] | None = None,
         port: int | None = None,
+        argv: Sequence[str] | None = None,
     ) -> None:
+        """With `argv`, that exact command (`python` meaning this interpreter) replaces
+        `python -m MODULE --listen 127.0.0.1:PORT ARGS`."""
+        self.argv = [sys.executable if a == "python" else a for a in argv] if argv else None
         self.module = module
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -88,7 +92,7 @@ class ServerProcess:
     def start(self, wait: bool = True, timeout: float = 60.0) -> ServerProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", self.module, *self.args],
+                self.argv or [sys.executable, "-m", self.module, *self.args],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
