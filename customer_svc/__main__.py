@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
-
 import grpc
 
 from contracts.customer.v1 import customer_pb2, customer_pb2_grpc
 from customer_svc.domain.customer import CUSTOMER
 from customer_svc.entrypoints.grpc_server import CustomerServicer
 from customer_svc.service_layer.handlers import ORDER_EVENTS, Customers
-from eventstore_client import EventStoreClient, tracing
-from eventstore_client.hosting import ServiceSettings, parse_settings, serve
+from eventstore_client import EventStoreClient, hosting
+from eventstore_client.hosting import ServiceSettings, serve
 from eventstore_client.repository import Repository
 from eventstore_client.subscription import SubscriptionRunner
 
@@ -37,17 +33,7 @@ async def run(settings: ServiceSettings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    settings = parse_settings("python -m customer_svc", "CUSTOMER", "127.0.0.1:50052")
-    # Before any channel or server exists: the gRPC instrumentation wraps their creation.
-    tracing.setup("customer_svc", asyncpg=False)
-    try:
-        asyncio.run(run(settings))
-    finally:
-        tracing.shutdown()
+    hosting.main("customer_svc", "CUSTOMER", "127.0.0.1:50052", run)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import signal
+import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
+
+from eventstore_client import tracing
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,37 @@ def parse_settings(
         args.shutdown_grace,
         args.metrics_listen,
     )
+
+
+def is_uuid(value: str) -> bool:
+    """Ids in the example services' APIs are UUIDs."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def main(
+    name: str,
+    env_prefix: str,
+    default_listen: str,
+    run: Callable[[ServiceSettings], Coroutine[Any, Any, None]],
+    *,
+    asyncpg: bool = False,
+) -> None:
+    """A service's entry point: logging, settings, tracing (before any channel or server exists:
+    the gRPC instrumentation wraps their creation), then `run` until SIGTERM; spans flushed."""
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    settings = parse_settings(f"python -m {name}", env_prefix, default_listen)
+    tracing.setup(name, asyncpg=asyncpg)
+    try:
+        asyncio.run(run(settings))
+    finally:
+        tracing.shutdown()
 
 
 async def serve(

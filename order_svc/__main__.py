@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
 import sys
 
 import asyncpg
 import grpc
 
 from contracts.order.v1 import order_pb2, order_pb2_grpc
-from eventstore_client import EventStoreClient, tracing
+from eventstore_client import EventStoreClient, hosting
 from eventstore_client.client import RecordedEvent
-from eventstore_client.hosting import ServiceSettings, parse_settings, serve
+from eventstore_client.hosting import ServiceSettings, serve
 from eventstore_client.repository import Repository
 from eventstore_client.subscription import SubscriptionRunner
 from order_svc.adapters.read_model import CustomerOrdersView
@@ -59,17 +56,7 @@ async def run(settings: ServiceSettings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    settings = parse_settings("python -m order_svc", "ORDER", "127.0.0.1:50053")
-    # Before any channel or server exists: the gRPC instrumentation wraps their creation.
-    tracing.setup("order_svc", asyncpg=True)
-    try:
-        asyncio.run(run(settings))
-    finally:
-        tracing.shutdown()
+    hosting.main("order_svc", "ORDER", "127.0.0.1:50053", run, asyncpg=True)
 
 
 if __name__ == "__main__":

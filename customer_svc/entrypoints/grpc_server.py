@@ -10,8 +10,9 @@ import grpc
 from contracts.customer.v1 import customer_pb2 as pb
 from contracts.customer.v1 import customer_pb2_grpc as pb_grpc
 from customer_svc.domain.customer import Customer, DomainError
-from customer_svc.service_layer.handlers import Customers, is_id
+from customer_svc.service_layer.handlers import Customers
 from eventstore_client.errors import EventStoreError
+from eventstore_client.hosting import is_uuid
 from eventstore_client.repository import ConcurrencyError, Loaded
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -47,7 +48,7 @@ class CustomerServicer(pb_grpc.CustomerServiceServicer):
         self, request: pb.CreateCustomerRequest, context: Context
     ) -> pb.Customer:
         customer_id = request.customer_id or str(uuid.uuid4())
-        if not is_id(customer_id):
+        if not is_uuid(customer_id):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "customer_id must be a UUID")
         try:
             return to_message(
@@ -58,7 +59,7 @@ class CustomerServicer(pb_grpc.CustomerServiceServicer):
             raise
 
     async def GetCustomer(self, request: pb.GetCustomerRequest, context: Context) -> pb.Customer:
-        if not is_id(request.customer_id):
+        if not is_uuid(request.customer_id):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "customer_id must be a UUID")
         try:
             loaded = await self._customers.get(request.customer_id)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 
 from customer_svc.adapters.metrics import CREDIT_DECISIONS
 from customer_svc.domain import customer
 from customer_svc.domain.customer import Customer, CustomerEvent
 from eventstore_client.client import RecordedEvent
+from eventstore_client.hosting import is_uuid
 from eventstore_client.repository import Loaded, Repository
 
 log = logging.getLogger(__name__)
@@ -22,14 +22,6 @@ DECISIONS = {
 
 # The order events this service reacts to (its subscription's filter).
 ORDER_EVENTS = ("OrderCreated", "OrderCancelled")
-
-
-def is_id(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 class Customers:
@@ -49,7 +41,7 @@ class Customers:
         """The saga's customer side: answer each new order once, release cancelled ones."""
         fields = json.loads(event.data)
         customer_id, order_id = fields["customer_id"], fields["order_id"]
-        if not is_id(customer_id):
+        if not is_uuid(customer_id):
             # order_svc accepts only UUIDs; anything else cannot name a customer stream.
             log.error(
                 "ignoring %s %s: customer id %r is not a UUID", event.type, event.id, customer_id

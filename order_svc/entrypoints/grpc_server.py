@@ -10,6 +10,7 @@ import grpc
 from contracts.order.v1 import order_pb2 as pb
 from contracts.order.v1 import order_pb2_grpc as pb_grpc
 from eventstore_client.errors import EventStoreError
+from eventstore_client.hosting import is_uuid
 from eventstore_client.repository import ConcurrencyError, Loaded
 from order_svc.adapters.read_model import CustomerOrdersView, OrderRow
 from order_svc.domain.order import Order, OrderError, OrderNotFound, State
@@ -23,14 +24,6 @@ STATES = {
     State.REJECTED: pb.ORDER_STATE_REJECTED,
     State.CANCELLED: pb.ORDER_STATE_CANCELLED,
 }
-
-
-def is_id(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def to_message(loaded: Loaded[Order]) -> pb.Order:
@@ -75,7 +68,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
 
     async def CreateOrder(self, request: pb.CreateOrderRequest, context: Context) -> pb.Order:
         order_id = request.order_id or str(uuid.uuid4())
-        if not is_id(order_id) or not is_id(request.customer_id):
+        if not is_uuid(order_id) or not is_uuid(request.customer_id):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "order_id and customer_id must be UUIDs"
             )
@@ -93,7 +86,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         return to_message(loaded)
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.Order:
-        if not is_id(request.order_id):
+        if not is_uuid(request.order_id):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "order_id must be a UUID")
         try:
             loaded = await self._orders.get(request.order_id, request.as_of_version)
@@ -111,7 +104,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         return to_message(loaded)
 
     async def CancelOrder(self, request: pb.CancelOrderRequest, context: Context) -> pb.Order:
-        if not is_id(request.order_id):
+        if not is_uuid(request.order_id):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "order_id must be a UUID")
         try:
             return to_message(await self._orders.cancel(request.order_id))
@@ -122,7 +115,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     async def ListCustomerOrders(
         self, request: pb.ListCustomerOrdersRequest, context: Context
     ) -> pb.ListCustomerOrdersResponse:
-        if not is_id(request.customer_id):
+        if not is_uuid(request.customer_id):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "customer_id must be a UUID")
         rows = await self._view.customer_orders(request.customer_id)
         return pb.ListCustomerOrdersResponse(orders=[row_message(r) for r in rows])
