@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
-import grpc
 import pytest
 
-from contracts.customer.v1 import customer_pb2_grpc
-from contracts.order.v1 import order_pb2_grpc
 from localpg import free_port
+from tests.e2e.saga import Stubs, connect
 from tests.support import ServerProcess, store_process
 
 
@@ -70,16 +68,7 @@ def system(new_database: Callable[[], str]) -> Iterator[System]:
     running.stop()
 
 
-@dataclass
-class Stubs:
-    customers: customer_pb2_grpc.CustomerServiceStub
-    orders: order_pb2_grpc.OrderServiceStub
-
-
 @pytest.fixture
 async def stubs(system: System) -> AsyncIterator[Stubs]:
-    async with (
-        grpc.aio.insecure_channel(system.customers[0].address) as c,
-        grpc.aio.insecure_channel(system.orders[-1].address) as o,
-    ):
-        yield Stubs(customer_pb2_grpc.CustomerServiceStub(c), order_pb2_grpc.OrderServiceStub(o))
+    async with connect(system.customers[0].address, system.orders[-1].address) as connected:
+        yield connected

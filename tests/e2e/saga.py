@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
 
 from contracts.customer.v1 import customer_pb2 as cpb
 from contracts.customer.v1 import customer_pb2_grpc
 from contracts.order.v1 import order_pb2 as opb
 from contracts.order.v1 import order_pb2_grpc
+
+
+@dataclass
+class Stubs:
+    customers: customer_pb2_grpc.CustomerServiceStub
+    orders: order_pb2_grpc.OrderServiceStub
+
+
+@contextlib.asynccontextmanager
+async def connect(customers: str, orders: str) -> AsyncIterator[Stubs]:
+    """Channels to a customer_svc and an order_svc, and their stubs."""
+    async with grpc.aio.insecure_channel(customers) as c, grpc.aio.insecure_channel(orders) as o:
+        yield Stubs(customer_pb2_grpc.CustomerServiceStub(c), order_pb2_grpc.OrderServiceStub(o))
 
 
 async def settled(

@@ -6,14 +6,11 @@ from __future__ import annotations
 import asyncio
 import os
 
-import grpc
 import pytest
 
 from contracts.customer.v1 import customer_pb2 as cpb
-from contracts.customer.v1 import customer_pb2_grpc
 from contracts.order.v1 import order_pb2 as opb
-from contracts.order.v1 import order_pb2_grpc
-from tests.e2e.saga import quiet_invariant, settled
+from tests.e2e.saga import connect, quiet_invariant, settled
 
 pytestmark = pytest.mark.skipif(
     "E2E_ORDER" not in os.environ, reason="runs against a cluster: make kind-test"
@@ -21,14 +18,8 @@ pytestmark = pytest.mark.skipif(
 
 
 async def test_saga_on_the_cluster() -> None:
-    async with (
-        grpc.aio.insecure_channel(os.environ["E2E_CUSTOMER"]) as c,
-        grpc.aio.insecure_channel(os.environ["E2E_ORDER"]) as o,
-    ):
-        customers, orders = (
-            customer_pb2_grpc.CustomerServiceStub(c),
-            order_pb2_grpc.OrderServiceStub(o),
-        )
+    async with connect(os.environ["E2E_CUSTOMER"], os.environ["E2E_ORDER"]) as stubs:
+        customers, orders = stubs.customers, stubs.orders
         customer = await customers.CreateCustomer(
             cpb.CreateCustomerRequest(name="Kind", credit_limit=1000)
         )

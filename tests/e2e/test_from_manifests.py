@@ -7,15 +7,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-import grpc
 import pytest
 
 from contracts.customer.v1 import customer_pb2 as cpb
-from contracts.customer.v1 import customer_pb2_grpc
 from contracts.order.v1 import order_pb2 as opb
-from contracts.order.v1 import order_pb2_grpc
 from localpg import free_port
-from tests.e2e.saga import settled
+from tests.e2e.saga import connect, settled
 from tests.integration.test_metrics import scrape
 from tests.k8s.manifests import APPS, KUBECTL, local_process
 from tests.support import ServerProcess
@@ -39,14 +36,10 @@ async def test_the_system_runs_as_its_manifests_configure_it(
                 module, [], env={**os.environ, **env}, port=ports[component], argv=argv
             )
             processes.append(process.start())
-        async with (
-            grpc.aio.insecure_channel(f"127.0.0.1:{ports['customer']}") as c,
-            grpc.aio.insecure_channel(f"127.0.0.1:{ports['order']}") as o,
-        ):
-            customers, orders = (
-                customer_pb2_grpc.CustomerServiceStub(c),
-                order_pb2_grpc.OrderServiceStub(o),
-            )
+        async with connect(
+            f"127.0.0.1:{ports['customer']}", f"127.0.0.1:{ports['order']}"
+        ) as stubs:
+            customers, orders = stubs.customers, stubs.orders
             customer = await customers.CreateCustomer(
                 cpb.CreateCustomerRequest(name="K", credit_limit=10)
             )

@@ -13,10 +13,9 @@ import pytest
 from contracts.customer.v1 import customer_pb2 as cpb
 from contracts.customer.v1 import customer_pb2_grpc
 from contracts.order.v1 import order_pb2 as opb
-from contracts.order.v1 import order_pb2_grpc
 from eventstore_client import EventStoreClient, NewEvent
-from tests.e2e.conftest import Stubs, System, start_system
-from tests.e2e.saga import quiet_invariant, settled
+from tests.e2e.conftest import System, start_system
+from tests.e2e.saga import Stubs, connect, quiet_invariant, settled
 from tests.integration.test_metrics import scrape
 from tests.support import wait_until
 
@@ -284,14 +283,8 @@ async def test_bad_requests(
 async def test_saga_metrics(new_database: Callable[[], str]) -> None:
     system = start_system(new_database(), metrics=True)
     try:
-        async with (
-            grpc.aio.insecure_channel(system.customers[0].address) as c,
-            grpc.aio.insecure_channel(system.orders[0].address) as o,
-        ):
-            customers, orders = (
-                customer_pb2_grpc.CustomerServiceStub(c),
-                order_pb2_grpc.OrderServiceStub(o),
-            )
+        async with connect(system.customers[0].address, system.orders[0].address) as stubs:
+            customers, orders = stubs.customers, stubs.orders
             customer = await customers.CreateCustomer(
                 cpb.CreateCustomerRequest(name="M", credit_limit=150)
             )
@@ -327,14 +320,8 @@ async def test_kill_9_of_customer_svc_mid_saga(new_database: Callable[[], str]) 
     the invariant holds."""
     system = start_system(new_database())
     try:
-        async with (
-            grpc.aio.insecure_channel(system.customers[0].address) as c,
-            grpc.aio.insecure_channel(system.orders[0].address) as o,
-        ):
-            customers, orders = (
-                customer_pb2_grpc.CustomerServiceStub(c),
-                order_pb2_grpc.OrderServiceStub(o),
-            )
+        async with connect(system.customers[0].address, system.orders[0].address) as stubs:
+            customers, orders = stubs.customers, stubs.orders
             customer = await customers.CreateCustomer(
                 cpb.CreateCustomerRequest(name="Kim", credit_limit=3000)
             )

@@ -7,16 +7,13 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 
-import grpc
 import pytest
 
 from contracts.customer.v1 import customer_pb2 as cpb
-from contracts.customer.v1 import customer_pb2_grpc
 from contracts.order.v1 import order_pb2 as opb
-from contracts.order.v1 import order_pb2_grpc
 from eventstore_client import EventStoreClient
 from tests.e2e.conftest import System, start_system
-from tests.e2e.saga import settled
+from tests.e2e.saga import connect, settled
 from tools.otlp_receiver import Receiver, Span, start
 
 SERVER, CLIENT, CONSUMER = 2, 3, 5
@@ -40,14 +37,8 @@ def tracing_env(port: int) -> dict[str, str]:
 
 
 async def one_saga(system: System) -> tuple[str, str]:
-    async with (
-        grpc.aio.insecure_channel(system.customers[0].address) as c,
-        grpc.aio.insecure_channel(system.orders[0].address) as o,
-    ):
-        customers, orders = (
-            customer_pb2_grpc.CustomerServiceStub(c),
-            order_pb2_grpc.OrderServiceStub(o),
-        )
+    async with connect(system.customers[0].address, system.orders[0].address) as stubs:
+        customers, orders = stubs.customers, stubs.orders
         customer = await customers.CreateCustomer(
             cpb.CreateCustomerRequest(name="T", credit_limit=100)
         )
