@@ -59,7 +59,6 @@ class LiveTail:
         self._closed = False
         self._subscribers = 0
         self._task: asyncio.Task[None] | None = None
-        self.connected = asyncio.Event()
 
     async def start(self) -> None:
         self.head = self._base = self._target = await self._reader.head()
@@ -171,10 +170,8 @@ class LiveTail:
                     CHANNEL, lambda _c, _pid, _ch, payload: self.advance(int(payload))
                 )
                 self.advance(await conn.fetchval("SELECT position FROM es_head"))
-                self.connected.set()
                 await lost.wait()
                 log.warning("LISTEN connection lost; reconnecting")
             finally:
-                self.connected.clear()
                 if not conn.is_closed():
                     conn.terminate()
