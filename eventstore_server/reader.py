@@ -211,10 +211,11 @@ class Reader:
         )
         return value
 
-    async def stats(self) -> pb.GetStatsResponse:
+    async def stats(self, count_streams: bool = True) -> pb.GetStatsResponse:
+        """Head, durable subscribers and (a full count, so only when asked) the streams."""
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             head: int = await conn.fetchval("SELECT position FROM es_head")
-            streams: int = await conn.fetchval("SELECT count(*) FROM es_streams")
+            streams = await conn.fetchval("SELECT count(*) FROM es_streams") if count_streams else 0
             rows = await conn.fetch(
                 """SELECT subscriber, position,
                           (extract(epoch FROM updated_at) * 1000000)::int8 AS updated_us
