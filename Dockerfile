@@ -6,7 +6,7 @@ ARG BASE_IMAGE=python:3.12.8-slim-bookworm
 FROM ${BASE_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-RUN python -m venv /opt/venv
+RUN python3 -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY contracts ./contracts
 COPY eventstore_server ./eventstore_server

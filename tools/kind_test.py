@@ -1,5 +1,6 @@
-"""`make kind-test`: port-forward the cluster's services and run the end-to-end saga tests
-against them (the same tests that run against local processes in `make test`)."""
+"""`make kind-test`: port-forward the cluster's services and run the end-to-end suite against
+them (the same tests that run against local processes in `make test`; those that start or
+kill processes of their own say they are skipped)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def main() -> None:
             **{f"E2E_{name.upper()}": f"127.0.0.1:{p}" for name, p in local.items()},
         }
         code = subprocess.call(
-            [sys.executable, "-m", "pytest", "tests/e2e/test_cluster.py", "-v"], cwd=ROOT, env=env
+            [sys.executable, "-m", "pytest", "tests/e2e", "-v", "-rs"], cwd=ROOT, env=env
         )
     finally:
         for forward in forwards:

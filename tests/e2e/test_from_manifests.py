@@ -13,13 +13,15 @@ from contracts.customer.v1 import customer_pb2 as cpb
 from contracts.order.v1 import order_pb2 as opb
 from localpg import free_port
 from tests.e2e.saga import connect, settled
+from tests.e2e.system import local_only
 from tests.integration.test_metrics import scrape
 from tests.k8s.manifests import APPS, KUBECTL, local_process
 from tests.support import ServerProcess
 
-pytestmark = pytest.mark.skipif(
-    KUBECTL is None, reason="kubectl is needed to render the kind overlay"
-)
+pytestmark = [
+    pytest.mark.skipif(KUBECTL is None, reason="kubectl is needed to render the kind overlay"),
+    local_only,
+]
 
 
 async def test_the_system_runs_as_its_manifests_configure_it(

@@ -14,8 +14,8 @@ from contracts.customer.v1 import customer_pb2 as cpb
 from contracts.customer.v1 import customer_pb2_grpc
 from contracts.order.v1 import order_pb2 as opb
 from eventstore_client import EventStoreClient, NewEvent
-from tests.e2e.conftest import System, start_system
 from tests.e2e.saga import Stubs, connect, quiet_invariant, settled
+from tests.e2e.system import Endpoints, local_only, start_system
 from tests.integration.test_metrics import scrape
 from tests.support import wait_until
 
@@ -84,14 +84,14 @@ async def test_unknown_customer_is_rejected(stubs: Stubs) -> None:
 
 
 async def test_a_duplicated_order_created_does_not_reserve_twice(
-    stubs: Stubs, system: System
+    stubs: Stubs, endpoints: Endpoints
 ) -> None:
     customer_id = await new_customer(stubs, 1000)
     order = await stubs.orders.CreateOrder(
         opb.CreateOrderRequest(customer_id=customer_id, total=250)
     )
     await settled(stubs.orders, order.order_id)
-    async with EventStoreClient(system.store.address) as store:
+    async with EventStoreClient(endpoints.store) as store:
         [original] = await store.read_stream_list(f"order-{order.order_id}", max_count=1)
         # The same business event again, under a new event id: only the business key can tell.
         copy = NewEvent("OrderCreated", original.data, {}, "application/json")
@@ -118,9 +118,7 @@ async def test_a_duplicated_order_created_does_not_reserve_twice(
                 break
     customer = await stubs.customers.GetCustomer(cpb.GetCustomerRequest(customer_id=customer_id))
     assert customer.credit_reserved == 251
-    events = await EventStoreClient(system.store.address).read_stream_list(
-        f"customer-{customer_id}"
-    )
+    events = await EventStoreClient(endpoints.store).read_stream_list(f"customer-{customer_id}")
     assert [e.type for e in events].count("CreditReserved") == 2
 
 
@@ -280,6 +278,7 @@ async def test_bad_requests(
     assert raised.value.code() == code
 
 
+@local_only
 async def test_saga_metrics(new_database: Callable[[], str]) -> None:
     system = start_system(new_database(), metrics=True)
     try:
@@ -315,6 +314,7 @@ async def test_saga_metrics(new_database: Callable[[], str]) -> None:
         system.stop()
 
 
+@local_only
 async def test_kill_9_of_customer_svc_mid_saga(new_database: Callable[[], str]) -> None:
     """Orders keep coming while customer_svc is killed and restarted: every order settles and
     the invariant holds."""
