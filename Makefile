@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo traces test lint proto bench bench-smoke clean kind-up kind-load kind-deploy kind-test kind-down
+.PHONY: install run demo traces test lint proto bench bench-smoke clean image image-test kind-up kind-load kind-deploy kind-test kind-down
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -40,6 +40,14 @@ bench: $(STAMP)  ## the benchmarks, with baselines from the same run
 
 bench-smoke: $(STAMP)  ## each benchmark scenario for a moment, no thresholds
 	$(BIN)/python -m bench --smoke
+
+# The image with podman (Debian's podman, runc and debootstrap; `python -m tools.podman_image
+# install` gets them, as root). Not needed by make test.
+image: $(STAMP)  ## build the image with podman on a local Debian base
+	$(BIN)/python -m tools.podman_image build
+
+image-test: $(STAMP)  ## build the image, run the system from it, run the end-to-end suite against it
+	$(BIN)/python -m tools.image_test
 
 # Kubernetes on kind (needs docker, kind and kubectl; none of them is needed by make test).
 IMAGE ?= pg-eventstore:dev

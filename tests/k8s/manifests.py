@@ -49,7 +49,8 @@ def local_process(
 ) -> tuple[list[str], dict[str, str]]:
     """The component's container command, arguments and environment from the kind overlay,
     with in-cluster addresses mapped to local ones: `ports` maps a component (or
-    "<component>-metrics") to its local port; the database is `database_url`."""
+    "<component>-metrics") to its local port; the database is `database_url`. The OTEL_*
+    variables are kept only where `ports` has an "otel-collector" to send spans to."""
     manifest = workload("kind", component)
     [container] = manifest["spec"]["template"]["spec"]["containers"]
     configmaps = {c["metadata"]["name"]: c["data"] for c in objects("kind", "ConfigMap")}
@@ -77,8 +78,9 @@ def local_process(
     env = {k: local(v) for k, v in env.items()}
     if "DATABASE_URL" in env:
         env["DATABASE_URL"] = database_url
-    for key in [k for k in env if k.startswith("OTEL_")]:
-        del env[key]  # no collector here; tracing has its own end-to-end test
+    if "otel-collector" not in ports:
+        for key in [k for k in env if k.startswith("OTEL_")]:
+            del env[key]  # no collector here; tracing has its own end-to-end test
     argv = [local(_expand(a, env)) for a in [*container["command"], *container.get("args", [])]]
     return argv, env | (extra_env or {})
 
