@@ -72,8 +72,16 @@ def main() -> None:
                 "E2E_DATABASE_URL": database_url,
             }
             code = subprocess.call(
-                [sys.executable, "-m", "pytest", "tests/e2e", "tests/image", "-v", "-rs"]
-                + sys.argv[1:],
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "tests/e2e",
+                    "tests/image",
+                    "-v",
+                    "-rs",
+                    *sys.argv[1:],
+                ],
                 cwd=ROOT,
                 env=env,
             )
