@@ -17,7 +17,9 @@ SUBSCRIBER = "customer_svc.orders"
 
 
 async def run(settings: ServiceSettings) -> None:
-    async with EventStoreClient(settings.eventstore) as client:
+    async with EventStoreClient(
+        settings.eventstore, security=settings.eventstore_security
+    ) as client:
         customers = Customers(Repository(client, CUSTOMER, snapshot_every=settings.snapshot_every))
         orders = SubscriptionRunner(
             client, SUBSCRIBER, customers.on_order_event, category="order", event_types=ORDER_EVENTS

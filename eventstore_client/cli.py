@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_client.client import EventStoreClient, Expected, NewEvent
 from eventstore_client.errors import EventStoreError, UnavailableError, WrongExpectedVersionError
+from eventstore_client.security import add_client_flags, client_security
 
 EXIT_ERROR, EXIT_USAGE, EXIT_CONFLICT, EXIT_UNAVAILABLE = 1, 2, 3, 4
 STATES = {"any": Expected.ANY, "no-stream": Expected.NO_STREAM, "exists": Expected.STREAM_EXISTS}
@@ -97,7 +98,8 @@ async def _events(source: AsyncIterator[pb.RecordedEvent], printer: Printer) -> 
 
 async def run(args: argparse.Namespace) -> int:
     printer = Printer(args.json)
-    async with EventStoreClient(args.address, timeout=args.timeout) as store:
+    security = client_security(args)
+    async with EventStoreClient(args.address, security=security, timeout=args.timeout) as store:
         if args.command == "append":
             data = args.data.encode() if args.data is not None else sys.stdin.buffer.read()
             metadata = dict(item.split("=", 1) for item in args.metadata)
@@ -179,6 +181,7 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("EVENTSTORE_ADDRESS", "127.0.0.1:50051"),
         help="the store's HOST:PORT [$EVENTSTORE_ADDRESS]",
     )
+    add_client_flags(p, os.environ)
     p.add_argument("--json", action="store_true", help="JSON output (one object per line)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
     sub = p.add_subparsers(dest="command", required=True)
@@ -228,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return asyncio.run(run(args))
+    except (OSError, ValueError) as error:  # unreadable certificate or token file, ...
+        print(f"eventstore: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except WrongExpectedVersionError as error:
         print(f"eventstore: {error.message}", file=sys.stderr)
         return EXIT_CONFLICT

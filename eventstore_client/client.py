@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -16,6 +16,7 @@ from contracts.eventstore.v1 import eventstore_pb2 as pb
 from contracts.eventstore.v1 import eventstore_pb2_grpc as pb_grpc
 from eventstore_client import tracing
 from eventstore_client.errors import EventStoreError, UnavailableError, from_rpc_error
+from eventstore_client.security import PLAINTEXT, ChannelSecurity
 
 RecordedEvent = pb.RecordedEvent
 Snapshot = pb.Snapshot
@@ -90,11 +91,14 @@ class EventStoreClient:
         address: str,
         *,
         channel: grpc.aio.Channel | None = None,
+        security: ChannelSecurity = PLAINTEXT,
         retries: int = 5,
         timeout: float | None = 30.0,
     ) -> None:
+        """`security`: the CA file for TLS, a client certificate, a bearer token
+        (`ChannelSecurity.from_files(...)`); plaintext by default."""
         self.address = address
-        self._channel = channel or grpc.aio.insecure_channel(address, options=channel_options())
+        self._channel = channel or security.channel(address, channel_options())
         self._stub = pb_grpc.EventStoreStub(self._channel)
         self._retries = retries
         self._timeout = timeout
@@ -152,16 +156,19 @@ class EventStoreClient:
 
     async def read_stream(
         self, stream: str, from_version: int = 0, max_count: int = 0, *, backwards: bool = False
-    ) -> AsyncIterator[pb.RecordedEvent]:
+    ) -> AsyncGenerator[pb.RecordedEvent, None]:
         request = pb.ReadStreamRequest(
             stream=stream, from_version=from_version, max_count=max_count, backwards=backwards
         )
+        call = self._stub.ReadStream(request, timeout=self._timeout)
         try:
-            async for response in self._stub.ReadStream(request, timeout=self._timeout):
+            async for response in call:
                 for event in response.events:
                     yield event
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from None
+        finally:
+            call.cancel()  # a reader that stops early frees the server's side at once
 
     async def read_stream_list(
         self, stream: str, from_version: int = 0, max_count: int = 0, *, backwards: bool = False
@@ -177,19 +184,22 @@ class EventStoreClient:
         *,
         category: str = "",
         event_types: Sequence[str] = (),
-    ) -> AsyncIterator[pb.RecordedEvent]:
+    ) -> AsyncGenerator[pb.RecordedEvent, None]:
         request = pb.ReadAllRequest(
             after_position=after_position,
             max_count=max_count,
             category=category,
             event_types=list(event_types),
         )
+        call = self._stub.ReadAll(request, timeout=self._timeout)
         try:
-            async for response in self._stub.ReadAll(request, timeout=self._timeout):
+            async for response in call:
                 for event in response.events:
                     yield event
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from None
+        finally:
+            call.cancel()  # a reader that stops early frees the server's side at once
 
     async def subscribe(
         self,
@@ -200,7 +210,7 @@ class EventStoreClient:
         after_version: int = 0,
         event_types: Sequence[str] = (),
         subscriber: str = "",
-    ) -> AsyncIterator[pb.SubscribeResponse]:
+    ) -> AsyncGenerator[pb.SubscribeResponse, None]:
         """Catch-up, then live. Without stream or category: all streams. Never ends by itself."""
         request = pb.SubscribeRequest(
             after_position=after_position,
@@ -214,11 +224,14 @@ class EventStoreClient:
             request.category = category
         else:
             request.all.SetInParent()
+        call = self._stub.Subscribe(request)
         try:
-            async for response in self._stub.Subscribe(request):
+            async for response in call:
                 yield response
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from None
+        finally:
+            call.cancel()  # a reader that stops early frees the server's side at once
 
     async def commit_checkpoint(
         self, subscriber: str, position: int, *, reset: bool = False

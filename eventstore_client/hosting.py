@@ -20,6 +20,17 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from eventstore_client import tracing
+from eventstore_client.security import (
+    PLAINTEXT,
+    ChannelSecurity,
+    RequireToken,
+    ServerTLS,
+    Tokens,
+    add_client_flags,
+    add_port,
+    client_security,
+    server_tls,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +43,10 @@ class ServiceSettings:
     snapshot_every: int
     shutdown_grace: float
     metrics_listen: str = ""
+    health_listen: str = ""  # plaintext health only, for probes when the API is on TLS
+    tls: ServerTLS | None = None  # the service's own port
+    tokens_file: str = ""  # callers of the service's API must bring one of these tokens
+    eventstore_security: ChannelSecurity = PLAINTEXT  # how the service reaches the store
 
 
 def parse_settings(
@@ -78,7 +93,26 @@ def parse_settings(
         default=env.get(f"{env_prefix}_METRICS_LISTEN", ""),
         help=f"HOST:PORT for Prometheus /metrics; empty: off [${env_prefix}_METRICS_LISTEN]",
     )
+    parser.add_argument(
+        "--health-listen",
+        default=env.get(f"{env_prefix}_HEALTH_LISTEN", ""),
+        help=f"HOST:PORT for plaintext health only [${env_prefix}_HEALTH_LISTEN]",
+    )
+    for flag, suffix, text in [
+        ("--tls-cert", "TLS_CERT", "PEM certificate chain: serve TLS"),
+        ("--tls-key", "TLS_KEY", "PEM private key of the certificate"),
+        ("--tls-client-ca", "TLS_CLIENT_CA", "PEM CA: require client certificates"),
+        ("--tokens-file", "TOKENS_FILE", "file of `principal token` lines: require a token"),
+    ]:
+        var = f"{env_prefix}_{suffix}"
+        parser.add_argument(flag, default=env.get(var, ""), help=f"{text} [${var}]")
+    add_client_flags(parser, env)
     args = parser.parse_args(argv)
+    try:
+        tls = server_tls(args.tls_cert, args.tls_key, args.tls_client_ca)
+        security = client_security(args)
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
     return ServiceSettings(
         args.listen,
         args.eventstore,
@@ -86,6 +120,10 @@ def parse_settings(
         args.snapshot_every,
         args.shutdown_grace,
         args.metrics_listen,
+        args.health_listen,
+        tls,
+        args.tokens_file,
+        security,
     )
 
 
@@ -120,6 +158,15 @@ def main(
         tracing.shutdown()
 
 
+async def health_only_server(address: str, servicer: health.aio.HealthServicer) -> grpc.aio.Server:
+    """Plaintext health on a port of its own: kubelet's gRPC probes cannot speak TLS."""
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    add_port(server, address, None)
+    await server.start()
+    return server
+
+
 async def serve(
     name: str,
     settings: ServiceSettings,
@@ -131,7 +178,10 @@ async def serve(
     if settings.metrics_listen:
         host, port_text = settings.metrics_listen.rsplit(":", 1)
         start_http_server(int(port_text), addr=host)
-    server = grpc.aio.server()
+    interceptors = (
+        [RequireToken(Tokens.from_file(settings.tokens_file))] if settings.tokens_file else []
+    )
+    server = grpc.aio.server(interceptors=interceptors)
     names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -143,8 +193,11 @@ async def serve(
         ],
         server,
     )
-    port = server.add_insecure_port(settings.listen)
+    port = add_port(server, settings.listen, settings.tls)
     await server.start()
+    health_server = None
+    if settings.health_listen:
+        health_server = await health_only_server(settings.health_listen, health_servicer)
     for service in ["", *names]:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     tasks = [asyncio.create_task(job(), name=f"{name}-background") for job in background]
@@ -158,6 +211,8 @@ async def serve(
     log.info("%s shutting down", name)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.shutdown_grace)
+    if health_server is not None:
+        await health_server.stop(0)
     for task in tasks:
         task.cancel()
     for task in tasks:

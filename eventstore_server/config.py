@@ -22,6 +22,7 @@ class Limits:
     max_metadata_value_length: int = 4096
     read_page_size: int = 1000  # events per ReadStream / ReadAll / Subscribe message, at most
     read_page_bytes: int = 1 * MiB  # and bytes per message, roughly
+    max_subscriptions_per_principal: int = 256  # open Subscribe calls at once
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,12 @@ class Settings:
     tail_events: int = 10_000  # recent events kept in memory for live subscribers
     writer_pipeline: int = 1  # group-commit batches in flight at once (one connection each)
     metrics_listen: str = ""  # HOST:PORT for Prometheus metrics; empty: off
+    health_listen: str = ""  # HOST:PORT for plaintext health only (probes, when TLS is on)
+    tls_cert: str = ""  # PEM certificate chain: serve TLS
+    tls_key: str = ""
+    tls_client_ca: str = ""  # PEM CA: require client certificates it signed (mutual TLS)
+    tokens_file: str = ""  # lines `principal token`: require a bearer token
+    policy_file: str = ""  # JSON grants per principal (see eventstore_server/access.py)
     limits: Limits = field(default_factory=Limits)
 
 
@@ -55,6 +62,12 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("tail_events", "EVENTSTORE_TAIL_EVENTS", int, "recent events kept in memory"),
     ("writer_pipeline", "EVENTSTORE_WRITER_PIPELINE", int, "group commits in flight at once"),
     ("metrics_listen", "EVENTSTORE_METRICS_LISTEN", str, "HOST:PORT for /metrics (empty: off)"),
+    ("health_listen", "EVENTSTORE_HEALTH_LISTEN", str, "HOST:PORT for plaintext health only"),
+    ("tls_cert", "EVENTSTORE_TLS_CERT", str, "PEM certificate chain: serve TLS"),
+    ("tls_key", "EVENTSTORE_TLS_KEY", str, "PEM private key of the certificate"),
+    ("tls_client_ca", "EVENTSTORE_TLS_CLIENT_CA", str, "PEM CA: require client certificates"),
+    ("tokens_file", "EVENTSTORE_TOKENS_FILE", str, "file of `principal token` lines"),
+    ("policy_file", "EVENTSTORE_POLICY_FILE", str, "JSON grants per principal"),
 ]
 _LIMIT_FLAGS: list[tuple[str, str, str]] = [
     ("max_name_length", "EVENTSTORE_MAX_NAME_LENGTH", "characters in a stream name, at most"),
@@ -70,6 +83,11 @@ _LIMIT_FLAGS: list[tuple[str, str, str]] = [
     ),
     ("read_page_size", "EVENTSTORE_READ_PAGE_SIZE", "events per read message"),
     ("read_page_bytes", "EVENTSTORE_READ_PAGE_BYTES", "bytes per read message, roughly"),
+    (
+        "max_subscriptions_per_principal",
+        "EVENTSTORE_MAX_SUBSCRIPTIONS_PER_PRINCIPAL",
+        "open subscriptions per principal",
+    ),
 ]
 
 # Every setting as (flag, variable), for the README's configuration table and its test.
@@ -108,4 +126,30 @@ def parse(argv: list[str] | None = None, environ: dict[str, str] | None = None) 
     settings = Settings(**ns, limits=limits)
     if not settings.database_url:
         parser.error("a database is required: --database-url or DATABASE_URL")
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        parser.error("TLS needs both --tls-cert and --tls-key")
+    if settings.tls_client_ca and not settings.tls_cert:
+        parser.error("--tls-client-ca needs --tls-cert and --tls-key")
+    if settings.policy_file and not (settings.tokens_file or settings.tls_client_ca):
+        parser.error("a policy needs principals: --tokens-file or --tls-client-ca")
+    _check_files(settings, parser)
     return settings
+
+
+def _check_files(settings: Settings, parser: argparse.ArgumentParser) -> None:
+    """Unreadable or malformed certificates, tokens or policy: a usage error now, not a
+    traceback later."""
+    # Imported here: the settings module stays free of gRPC for the tools that read it.
+    from eventstore_client.security import Tokens, server_tls
+    from eventstore_server.access import Policy
+
+    try:
+        tls = server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        if tls is not None:
+            tls.credentials()
+        if settings.tokens_file:
+            Tokens.from_file(settings.tokens_file)
+        if settings.policy_file:
+            Policy.from_file(settings.policy_file)
+    except (OSError, ValueError) as error:
+        parser.error(str(error))

@@ -14,7 +14,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
+from eventstore_client.hosting import health_only_server
+from eventstore_client.security import Tokens, add_port, server_tls
 from eventstore_server import metrics, schema
+from eventstore_server.access import Access, Policy
 from eventstore_server.config import Settings
 from eventstore_server.reader import Reader
 from eventstore_server.service import EventStoreService, add_to_server
@@ -105,8 +108,18 @@ async def _watch_health(
         await asyncio.sleep(interval)
 
 
+def access_control(settings: Settings) -> Access:
+    return Access(
+        tokens=Tokens.from_file(settings.tokens_file) if settings.tokens_file else None,
+        client_certificates=bool(settings.tls_client_ca),
+        policy=Policy.from_file(settings.policy_file) if settings.policy_file else None,
+    )
+
+
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT, then drain and close."""
+    access = access_control(settings)  # unreadable files fail here, before anything starts
+    tls = server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     metrics.start(settings.metrics_listen)
     pool = await connect(settings)
     reader = Reader(pool, settings.limits.read_page_size, settings.limits.read_page_bytes)
@@ -121,7 +134,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     writer.start()
 
     server = grpc.aio.server(options=grpc_options(settings))
-    add_to_server(EventStoreService(writer, reader, tail, settings.limits), server)
+    add_to_server(EventStoreService(writer, reader, tail, settings.limits, access), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -132,15 +145,19 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         ],
         server,
     )
-    port = server.add_insecure_port(settings.listen)
-    if port == 0:
-        raise RuntimeError(f"cannot listen on {settings.listen}")
+    port = add_port(server, settings.listen, tls)
     await server.start()
+    health_server = None
+    if settings.health_listen:
+        health_server = await health_only_server(settings.health_listen, health_servicer)
     health_task = asyncio.create_task(
         _watch_health(reader, health_servicer, settings.health_interval)
     )
     host = settings.listen.rsplit(":", 1)[0]
-    print(f"eventstore listening on {host}:{port}", flush=True)
+    security = "TLS" if tls else "plaintext"
+    if tls and tls.client_ca_file:
+        security = "mutual TLS"
+    print(f"eventstore listening on {host}:{port} ({security})", flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -157,6 +174,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     # finish, because the writer keeps running until the server has stopped taking calls.
     await tail.close()
     await server.stop(settings.shutdown_grace)
+    if health_server is not None:
+        await health_server.stop(0)
     await writer.close()
     with contextlib.suppress(asyncio.CancelledError):
         await health_task

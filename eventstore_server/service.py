@@ -7,6 +7,7 @@ interceptors such as OpenTelemetry's. The reading handlers yield pages that are 
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,11 +16,13 @@ import grpc
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_server import metrics
+from eventstore_server.access import ALL_STREAMS, Access, category_of
 from eventstore_server.config import Limits
 from eventstore_server.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     StoreError,
     Unavailable,
 )
@@ -90,12 +93,19 @@ class EventStoreService:
     """The handlers of eventstore.v1.EventStore (registered by `add_to_server`)."""
 
     def __init__(
-        self, writer: GroupCommitWriter, reader: Reader, tail: LiveTail, limits: Limits
+        self,
+        writer: GroupCommitWriter,
+        reader: Reader,
+        tail: LiveTail,
+        limits: Limits,
+        access: Access | None = None,
     ) -> None:
         self._writer = writer
         self._reader = reader
         self._tail = tail
         self._limits = limits
+        self._access = access or Access()
+        self._subscriptions: collections.Counter[str] = collections.Counter()  # per principal
 
     async def Append(
         self,
@@ -104,7 +114,10 @@ class EventStoreService:
     ) -> pb.AppendResponse:
         started = time.perf_counter()
         try:
-            result = await self._writer.append(append_command(request, self._limits))
+            principal = self._access.principal(context)
+            command = append_command(request, self._limits)
+            self._access.authorize(principal, "append", category_of(command.stream))
+            result = await self._writer.append(command)
         except StoreError as error:
             metrics.APPENDS.labels(error.reason.lower()).inc()
             await _abort(context, error)
@@ -118,7 +131,9 @@ class EventStoreService:
         context: Context,
     ) -> AsyncIterator[bytes]:
         try:
+            principal = self._access.principal(context)
             stream = stream_name(request.stream, self._limits)
+            self._access.authorize(principal, "read", category_of(stream))
             start = _position(request.from_version, "from_version")
             count = _position(request.max_count, "max_count")
             metrics.READS.labels("ReadStream").inc()
@@ -136,9 +151,11 @@ class EventStoreService:
         context: Context,
     ) -> AsyncIterator[bytes]:
         try:
+            principal = self._access.principal(context)
             cursor = _position(request.after_position, "after_position")
             remaining = _position(request.max_count, "max_count") or None
             category = category_name(request.category, self._limits) if request.category else ""
+            self._access.authorize(principal, "read", category or ALL_STREAMS)
             types = event_types(list(request.event_types), self._limits)
             head = await self._reader.head()
             metrics.READS.labels("ReadAll").inc()
@@ -164,10 +181,19 @@ class EventStoreService:
         request: pb.SubscribeRequest,
         context: Context,
     ) -> AsyncIterator[bytes]:
-        metrics.READS.labels("Subscribe").inc()
-        metrics.SUBSCRIPTIONS.inc()
+        counted: str | None = None  # the principal this subscription is counted against
         try:
-            target, after = await self._subscription(request)
+            principal = self._access.principal(context)
+            target, after = await self._subscription(request, principal)
+            most = self._limits.max_subscriptions_per_principal
+            if self._subscriptions[principal] >= most:
+                raise ResourceExhausted(
+                    f"{principal} has {most} subscriptions open, the most allowed at once"
+                )
+            self._subscriptions[principal] += 1
+            counted = principal
+            metrics.READS.labels("Subscribe").inc()
+            metrics.SUBSCRIPTIONS.inc()
             async for message in subscribe(
                 self._reader, self._tail, target, after, self._limits.read_page_size
             ):
@@ -179,9 +205,15 @@ class EventStoreService:
         except CONNECTION_ERRORS as exc:
             await _abort(context, _database_error(exc))
         finally:
-            metrics.SUBSCRIPTIONS.dec()
+            if counted is not None:
+                self._subscriptions[counted] -= 1
+                if not self._subscriptions[counted]:
+                    del self._subscriptions[counted]
+                metrics.SUBSCRIPTIONS.dec()
 
-    async def _subscription(self, request: pb.SubscribeRequest) -> tuple[Target, int]:
+    async def _subscription(
+        self, request: pb.SubscribeRequest, principal: str
+    ) -> tuple[Target, int]:
         types = frozenset(event_types(list(request.event_types), self._limits))
         which = request.WhichOneof("target")
         after = _position(request.after_position, "after_position")
@@ -191,6 +223,7 @@ class EventStoreService:
                     "durable subscribers follow a category or all streams", field="subscriber"
                 )
             stream = stream_name(request.stream, self._limits)
+            self._access.authorize(principal, "subscribe", category_of(stream))
             version = _position(request.after_version, "after_version")
             return Target(stream=stream, types=types, after_version=version), after
         if which == "category":
@@ -201,10 +234,11 @@ class EventStoreService:
             raise InvalidArgument(
                 "a subscription needs a target: stream, category or all", field="target"
             )
+        self._access.authorize(principal, "subscribe", target.category or ALL_STREAMS)
         if request.subscriber:
-            stored = await self._reader.checkpoint(
-                _subscriber_name(request.subscriber, self._limits)
-            )
+            name = _subscriber_name(request.subscriber, self._limits)
+            self._access.authorize(principal, "checkpoint", name)
+            stored = await self._reader.checkpoint(name)
             after = max(after, stored or 0)
         return target, after
 
@@ -214,7 +248,9 @@ class EventStoreService:
         context: Context,
     ) -> pb.CommitCheckpointResponse:
         try:
+            principal = self._access.principal(context)
             name = _subscriber_name(request.subscriber, self._limits)
+            self._access.authorize(principal, "checkpoint", name)
             position = _position(request.position, "position")
             stored = await self._reader.commit_checkpoint(name, position, request.reset)
         except StoreError as error:
@@ -229,9 +265,10 @@ class EventStoreService:
         context: Context,
     ) -> pb.GetCheckpointResponse:
         try:
-            stored = await self._reader.checkpoint(
-                _subscriber_name(request.subscriber, self._limits)
-            )
+            principal = self._access.principal(context)
+            name = _subscriber_name(request.subscriber, self._limits)
+            self._access.authorize(principal, "checkpoint", name)
+            stored = await self._reader.checkpoint(name)
         except StoreError as error:
             await _abort(context, error)
         except CONNECTION_ERRORS as exc:
@@ -246,7 +283,9 @@ class EventStoreService:
         context: Context,
     ) -> pb.SaveSnapshotResponse:
         try:
+            principal = self._access.principal(context)
             stream = stream_name(request.stream, self._limits)
+            self._access.authorize(principal, "append", category_of(stream))
             if request.version < 1 or request.version > MAX_INT64:
                 raise InvalidArgument("a snapshot's version must be at least 1", field="version")
             if not request.type:
@@ -277,7 +316,11 @@ class EventStoreService:
 
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.GetStatsResponse:
         try:
+            self._access.authorize(self._access.principal(context), "stats", ALL_STREAMS)
             return await self._reader.stats()
+        except StoreError as error:
+            await _abort(context, error)
+            raise
         except CONNECTION_ERRORS as exc:
             await _abort(context, _database_error(exc))
             raise
@@ -288,7 +331,9 @@ class EventStoreService:
         context: Context,
     ) -> pb.ReadSnapshotResponse:
         try:
+            principal = self._access.principal(context)
             stream = stream_name(request.stream, self._limits)
+            self._access.authorize(principal, "read", category_of(stream))
             snapshot = await self._reader.read_snapshot(
                 stream, _position(request.max_version, "max_version")
             )

@@ -28,7 +28,9 @@ async def run(settings: ServiceSettings) -> None:
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=5)
     view = CustomerOrdersView(pool)
     await view.setup()
-    async with EventStoreClient(settings.eventstore) as client:
+    async with EventStoreClient(
+        settings.eventstore, security=settings.eventstore_security
+    ) as client:
         orders = Orders(Repository(client, ORDER, snapshot_every=settings.snapshot_every))
         saga = SubscriptionRunner(
             client,

@@ -1,0 +1,118 @@
+"""Who is calling (authentication) and what they may do (authorization).
+
+A caller is known by a bearer token (`--tokens-file`) or by the common name of its verified
+client certificate (`--tls-client-ca`). The policy (`--policy-file`, JSON) grants each
+principal operations on stream categories:
+
+    {"order_svc": {"append": ["order"], "read": ["order", "customer"],
+                   "subscribe": ["customer"], "checkpoint": ["order_svc*"]},
+     "admin":     {"append": ["*"], "read": ["*"], "subscribe": ["*"],
+                   "checkpoint": ["*"], "stats": ["*"]}}
+
+Patterns are shell-style (`*`, `?`, `[...]`). Append and snapshot saves need `append` on the
+stream's category; ReadStream, ReadAll and snapshot reads need `read`; Subscribe needs
+`subscribe`; checkpoints need `checkpoint` on the subscriber's name; GetStats needs `stats`.
+Reading or following all streams at once needs the pattern `*` itself. With neither tokens nor
+client certificates configured, everyone is the anonymous principal and may do everything;
+with them but without a policy, every authenticated principal may.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from eventstore_client.security import Tokens, bearer_token
+from eventstore_server.errors import PermissionDenied, Unauthenticated
+
+OPERATIONS = ("append", "read", "subscribe", "checkpoint", "stats")
+ANONYMOUS = "anonymous"
+ALL_STREAMS = ""  # the "name" of a read or subscription over every category
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Principal -> operation -> patterns of the names it may touch."""
+
+    grants: Mapping[str, Mapping[str, tuple[str, ...]]]
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "policy") -> Policy:
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError(f"{source}: expected an object of principals")
+        grants: dict[str, dict[str, tuple[str, ...]]] = {}
+        for principal, operations in raw.items():
+            if not isinstance(operations, dict):
+                raise ValueError(f"{source}: {principal}: expected an object of operations")
+            unknown = set(operations) - set(OPERATIONS)
+            if unknown:
+                raise ValueError(f"{source}: {principal}: unknown operations {sorted(unknown)}")
+            grants[principal] = {}
+            for operation, patterns in operations.items():
+                if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+                    raise ValueError(f"{source}: {principal}.{operation}: expected a list of names")
+                grants[principal][operation] = tuple(patterns)
+        return cls(grants)
+
+    @classmethod
+    def from_file(cls, path: str) -> Policy:
+        return cls.from_json(Path(path).read_text(), path)
+
+    def allows(self, principal: str, operation: str, name: str) -> bool:
+        patterns = self.grants.get(principal, {}).get(operation, ())
+        if name == ALL_STREAMS:
+            return "*" in patterns
+        return any(fnmatchcase(name, pattern) for pattern in patterns)
+
+
+class Access:
+    """Authentication and authorization for the store's handlers."""
+
+    def __init__(
+        self,
+        tokens: Tokens | None = None,
+        client_certificates: bool = False,
+        policy: Policy | None = None,
+    ) -> None:
+        self._tokens = tokens
+        self._certificates = client_certificates
+        self._policy = policy
+        self.enabled = tokens is not None or client_certificates
+
+    def principal(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        """Who is calling; Unauthenticated when credentials are required and missing."""
+        if not self.enabled:
+            return ANONYMOUS
+        if self._tokens is not None:
+            token = bearer_token(context.invocation_metadata())
+            if token is not None:
+                principal = self._tokens.principal(token)
+                if principal is None:
+                    raise Unauthenticated("the bearer token is not valid")
+                return principal
+        if self._certificates:
+            # With a client CA the TLS handshake has already verified the certificate.
+            names = list(context.auth_context().get("x509_common_name", []))
+            if names:
+                return names[0].decode()
+        raise Unauthenticated("credentials are required: a bearer token or a client certificate")
+
+    def authorize(self, principal: str, operation: str, name: str) -> None:
+        """PermissionDenied unless `principal` may perform `operation` on `name` (a category,
+        a subscriber name, or ALL_STREAMS)."""
+        if self._policy is None or self._policy.allows(principal, operation, name):
+            return
+        what = "all streams" if name == ALL_STREAMS else repr(name)
+        raise PermissionDenied(f"{principal} may not {operation} {what}", principal=principal)
+
+
+def category_of(stream: str) -> str:
+    """The part of a stream name before the first '-'."""
+    return stream.split("-", 1)[0]
