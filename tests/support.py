@@ -84,6 +84,7 @@ class ServerProcess:
         self.module = module
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.health_address = self.address  # where readiness is asked
         self.args = ["--listen", self.address, *args]
         self.env = {**os.environ, **(env or {})}
         self.log_path = Path(tempfile.mkstemp(prefix=f"{module}-", suffix=".log")[1])
@@ -106,9 +107,17 @@ class ServerProcess:
         def serving() -> bool:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"{self.module} exited:\n{self.log()}")
-            return bool(health_status(self.address) == health_pb2.HealthCheckResponse.SERVING)
+            status = health_status(self.health_address)
+            return bool(status == health_pb2.HealthCheckResponse.SERVING)
 
         wait_until(serving, timeout)
+
+    def with_health_port(self) -> ServerProcess:
+        """Serve plaintext health on a port of its own and wait for readiness there (the main
+        port may speak only TLS)."""
+        self.health_address = f"127.0.0.1:{free_port()}"
+        self.args += ["--health-listen", self.health_address]
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]

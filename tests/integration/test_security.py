@@ -20,7 +20,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from eventstore_client import EventStoreClient, NewEvent
 from eventstore_client.errors import EventStoreError
 from eventstore_client.security import ChannelSecurity
-from localpg import free_port
 from tests.support import ROOT, ServerProcess, store_process, unique
 from tests.tls import Authority
 
@@ -60,7 +59,6 @@ def secure_store(
     directory = tmp_path_factory.mktemp("tls")
     authority = Authority(directory)
     server = authority.server()
-    health = f"127.0.0.1:{free_port()}"
     process = store_process(
         new_database(),
         "--tls-cert",
@@ -71,16 +69,11 @@ def secure_store(
         str(write_tokens(directory)),
         "--policy-file",
         str(POLICY),
-        "--health-listen",
-        health,
         "--max-subscriptions-per-principal",
         "2",
-    )
-    # Readiness through the plaintext health port: the main one speaks only TLS.
-    process.address, main = health, process.address
+    ).with_health_port()
     process.start()
-    process.address = main
-    yield SecureStore(process, authority, health)
+    yield SecureStore(process, authority, process.health_address)
     process.stop()
 
 
@@ -242,15 +235,13 @@ async def test_mutual_tls_names_the_principal_by_its_certificate(
 ) -> None:
     authority = Authority(tmp_path)
     server = authority.server()
-    health = f"127.0.0.1:{free_port()}"
     process = store_process(
         new_database(),
         *["--tls-cert", server.cert, "--tls-key", server.key, "--tls-client-ca", authority.ca],
-        *["--policy-file", str(POLICY), "--health-listen", health],
-    )
-    process.address, main = health, process.address
+        *["--policy-file", str(POLICY)],
+    ).with_health_port()
     process.start()
-    process.address = main
+    main = process.address
     try:
         customer = authority.client("customer_svc")
         security = ChannelSecurity(authority.ca, customer.cert, customer.key)
