@@ -14,7 +14,11 @@ import yaml
 from tests.support import ROOT
 
 KUBECTL = shutil.which("kubectl")
-OVERLAYS = {"base": ROOT / "k8s" / "base", "kind": ROOT / "k8s" / "overlays" / "kind"}
+OVERLAYS = {
+    "base": ROOT / "k8s" / "base",
+    "kind": ROOT / "k8s" / "overlays" / "kind",
+    "secure": ROOT / "k8s" / "overlays" / "secure",
+}
 APPS = {"eventstore": "eventstore_server", "customer": "customer_svc", "order": "order_svc"}
 
 
@@ -46,15 +50,16 @@ def local_process(
     ports: dict[str, int],
     database_url: str,
     extra_env: dict[str, str] | None = None,
+    overlay: str = "kind",
 ) -> tuple[list[str], dict[str, str]]:
-    """The component's container command, arguments and environment from the kind overlay,
+    """The component's container command, arguments and environment from an overlay,
     with in-cluster addresses mapped to local ones: `ports` maps a component (or
     "<component>-metrics") to its local port; the database is `database_url`. The OTEL_*
     variables are kept only where `ports` has an "otel-collector" to send spans to."""
-    manifest = workload("kind", component)
+    manifest = workload(overlay, component)
     [container] = manifest["spec"]["template"]["spec"]["containers"]
-    configmaps = {c["metadata"]["name"]: c["data"] for c in objects("kind", "ConfigMap")}
-    secrets = {s["metadata"]["name"]: s.get("stringData", {}) for s in objects("kind", "Secret")}
+    configmaps = {c["metadata"]["name"]: c["data"] for c in objects(overlay, "ConfigMap")}
+    secrets = {s["metadata"]["name"]: s.get("stringData", {}) for s in objects(overlay, "Secret")}
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         if "configMapRef" in source:

@@ -6,13 +6,17 @@ from __future__ import annotations
 import itertools
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
-from tests.k8s.manifests import APPS, KUBECTL, OVERLAYS, objects, render, workload
+from eventstore_client import hosting
+from eventstore_server import config
+from tests.k8s.manifests import APPS, KUBECTL, OVERLAYS, local_process, objects, render, workload
 from tests.support import ROOT
+from tests.tls import Authority
 
 pytestmark = pytest.mark.skipif(
     KUBECTL is None, reason="kubectl is needed to render the kustomizations"
@@ -58,10 +62,24 @@ def test_the_system_is_all_there() -> None:
     assert pdb["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "eventstore"}
 
 
+DEPLOYED = ["kind", "secure"]  # the overlays that are applied as they are
+# Secrets the secure overlay expects the operator to create (README, "Security on Kubernetes").
+OPERATOR_SECRETS = {
+    "eventstore-tls": {"tls.crt", "tls.key", "ca.crt"},
+    "customer-tls": {"tls.crt", "tls.key", "ca.crt"},
+    "order-tls": {"tls.crt", "tls.key", "ca.crt"},
+    "eventstore-tokens": {"tokens"},
+    "customer-credentials": {"token"},
+    "order-credentials": {"token"},
+    "api-tokens": {"tokens"},
+}
+
+
+@pytest.mark.parametrize("overlay", DEPLOYED)
 @pytest.mark.parametrize("component", COMPONENTS)
-def test_pods_follow_the_conventions(component: str) -> None:
-    _, _, spec = next(p for p in pod_specs("kind") if p[0] == component)
-    accounts = {o["metadata"]["name"] for o in objects("kind", "ServiceAccount")}
+def test_pods_follow_the_conventions(overlay: str, component: str) -> None:
+    _, _, spec = next(p for p in pod_specs(overlay) if p[0] == component)
+    accounts = {o["metadata"]["name"] for o in objects(overlay, "ServiceAccount")}
     assert spec["serviceAccountName"] == component and component in accounts
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["terminationGracePeriodSeconds"] > SHUTDOWN_GRACE
@@ -78,15 +96,21 @@ def test_pods_follow_the_conventions(component: str) -> None:
         if component in APPS:
             ports = {p["name"]: p["containerPort"] for p in container["ports"]}
             for probe in ("readinessProbe", "livenessProbe"):
-                assert container[probe]["grpc"]["port"] == ports["grpc"]  # the health service
+                # The health service: on the gRPC port, or on its own plaintext port with TLS.
+                assert container[probe]["grpc"]["port"] == ports.get("health", ports["grpc"])
             assert container["command"] == ["python", "-m", APPS[component]]
-            mounts = {m["mountPath"] for m in container["volumeMounts"]}
+            mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
             assert "/tmp" in mounts  # the one writable place
+            secret_volumes = {v["name"] for v in spec["volumes"] if "secret" in v}
+            for mount in mounts.values():
+                if mount["name"] in secret_volumes:
+                    assert mount.get("readOnly") is True, mount
 
 
-def test_services_select_pods_and_target_declared_ports() -> None:
-    pods = pod_specs("kind")
-    for service in objects("kind", "Service"):
+@pytest.mark.parametrize("overlay", DEPLOYED)
+def test_services_select_pods_and_target_declared_ports(overlay: str) -> None:
+    pods = pod_specs(overlay)
+    for service in objects(overlay, "Service"):
         selector = service["spec"]["selector"]
         matching = [
             (meta, spec) for _, meta, spec in pods if selector.items() <= meta["labels"].items()
@@ -104,16 +128,21 @@ def test_services_select_pods_and_target_declared_ports() -> None:
             assert "grpc" in {p["name"] for p in service["spec"]["ports"]}
 
 
-def test_config_and_secret_references_exist() -> None:
-    configmaps = {c["metadata"]["name"]: c["data"] for c in objects("kind", "ConfigMap")}
+@pytest.mark.parametrize("overlay", DEPLOYED)
+def test_config_and_secret_references_exist(overlay: str) -> None:
+    configmaps = {c["metadata"]["name"]: c["data"] for c in objects(overlay, "ConfigMap")}
     secrets = {
         s["metadata"]["name"]: s.get("stringData", s.get("data", {}))
-        for s in objects("kind", "Secret")
+        for s in objects(overlay, "Secret")
     }
-    for _, _, spec in pod_specs("kind"):
+    if overlay == "secure":
+        secrets |= {name: dict.fromkeys(keys, "") for name, keys in OPERATOR_SECRETS.items()}
+    for _, _, spec in pod_specs(overlay):
         for volume in spec.get("volumes", []):
             if "configMap" in volume:
                 assert volume["configMap"]["name"] in configmaps
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] in secrets
         for container in spec["containers"]:
             for source in container.get("envFrom", []):
                 if "configMapRef" in source:
@@ -125,6 +154,52 @@ def test_config_and_secret_references_exist() -> None:
                 if ref:
                     assert ref["key"] in secrets[ref["name"]]
     assert any(k.startswith("OTEL_") for k in configmaps["pg-eventstore-config"])
+
+
+def test_the_operator_s_secrets_are_documented() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name, keys in OPERATOR_SECRETS.items():
+        assert name in readme and all(key in readme for key in keys), name
+    referenced = {
+        v["secret"]["secretName"]
+        for _, _, spec in pod_specs("secure")
+        for v in spec["volumes"]
+        if "secret" in v
+    }
+    assert referenced == set(OPERATOR_SECRETS)
+
+
+def test_the_secure_overlay_configures_settings_the_programs_read(tmp_path: Path) -> None:
+    """Its variables name real settings, and its files (mounted where the variables say, with
+    the keys the Secrets are documented to have) are accepted by the programs' own checks."""
+    authority = Authority(tmp_path)
+    server = authority.server()
+    policy = (ROOT / "k8s" / "components" / "secure" / "access-policy.json").read_text()
+    files = {
+        "tls/tls.crt": Path(server.cert).read_text(),
+        "tls/tls.key": Path(server.key).read_text(),
+        "tls/ca.crt": Path(authority.ca).read_text(),
+        "tokens/tokens": "order_svc 0123456789abcdef0123\n",
+        "policy/access-policy.json": policy,
+        "credentials/token": "0123456789abcdef0123\n",
+        "api-tokens/tokens": "frontend 0123456789abcdef0123\n",
+    }
+    for relative, text in files.items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(text)
+    ports = {name: 1 for name in APPS} | {"postgres": 5432}
+
+    def environment(component: str) -> dict[str, str]:
+        _, env = local_process(component, ports, "postgresql://db/x", overlay="secure")
+        return {k: v.replace("/etc/pg-eventstore", str(tmp_path)) for k, v in env.items()}
+
+    store = config.parse([], environ=environment("eventstore"))
+    assert store.tls_cert and store.tls_key and store.tokens_file and store.policy_file
+    assert store.health_listen
+    for component, prefix in [("customer", "CUSTOMER"), ("order", "ORDER")]:
+        service = hosting.parse_settings("svc", prefix, "", [], environment(component))
+        assert service.tls is not None and service.tokens_file and service.health_listen
+        assert service.eventstore_security.tls and service.eventstore_security.token
 
 
 def _allows(policy: dict[str, Any], direction: str, peer: str, port: int) -> bool:
