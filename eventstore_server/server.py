@@ -25,6 +25,10 @@ from eventstore_server.tail import LiveTail
 from eventstore_server.writer import CONNECTION_ERRORS, GroupCommitWriter
 
 log = logging.getLogger("eventstore_server")
+# While the database is down, asyncpg's pool logs a warning with a full traceback on every
+# attempt to refill itself. The outage is reported once by the health check (and the writer);
+# asyncpg's errors still show.
+logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EventStore"].full_name
 

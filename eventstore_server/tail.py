@@ -121,8 +121,9 @@ class LiveTail:
                 while self.head < self._target:
                     try:
                         await self._load(self._target)
-                    except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-                        log.warning("live tail read failed, retrying: %s", exc)
+                    except Exception as exc:
+                        # A tail that stopped would leave every live subscriber waiting forever.
+                        log.warning("live tail read failed, retrying: %r", exc)
                         await asyncio.sleep(0.5)
         finally:
             listener.cancel()
@@ -172,6 +173,9 @@ class LiveTail:
                 self.advance(await conn.fetchval("SELECT position FROM es_head"))
                 await lost.wait()
                 log.warning("LISTEN connection lost; reconnecting")
+            except Exception as exc:  # lost while setting up: start over
+                log.warning("LISTEN connection failed, retrying: %r", exc)
+                await asyncio.sleep(delay)
             finally:
                 if not conn.is_closed():
                     conn.terminate()

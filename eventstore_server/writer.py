@@ -43,6 +43,9 @@ _tracer = trace.get_tracer(__name__)
 CONNECTION_ERRORS = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # A connection whose protocol state broke (seen when the server shut down mid-operation:
+    # "cannot switch to state 12; another operation is in progress"): only a new one helps.
+    asyncpg.exceptions.InternalClientError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     ConnectionError,
@@ -235,6 +238,14 @@ class GroupCommitWriter:
                 return
             log.error("append refused by the database: %s", exc)
             _fail(batch, StoreError(f"the database refused the append: {exc}"))
+            return
+        except Exception as exc:
+            # Whatever else went wrong, the callers must hear of it (their appends may or may
+            # not have committed: UNAVAILABLE, retry with the same ids) and the lane must not
+            # keep a connection in an unknown state.
+            log.exception("append batch failed unexpectedly")
+            lane.drop()
+            _fail(batch, Unavailable(f"append outcome unknown: {exc.__class__.__name__}"))
             return
         self.batches += 1
         self.appends += len(batch)
