@@ -170,7 +170,7 @@ async def test_a_subscriber_that_stops_reading_does_not_grow_the_server(
             stub = pb_grpc.EventStoreStub(channel)
             call = stub.Subscribe(pb.SubscribeRequest(category="slow"))
             first = await call.read()  # caught up (empty history); then we stop reading
-            assert first.caught_up
+            assert isinstance(first, pb.SubscribeResponse) and first.caught_up
             await writer.append("warm-1", [NewEvent("Warm", payload)])
             baseline = _rss_kib(store)
             stream = f"slow-{uuid.uuid4().hex}"
@@ -184,7 +184,7 @@ async def test_a_subscriber_that_stops_reading_does_not_grow_the_server(
             received = 0
             while received < batches * per_batch:
                 response = await call.read()
-                assert response is not grpc.aio.EOF
+                assert isinstance(response, pb.SubscribeResponse)
                 received += len(response.events)
             assert received == batches * per_batch
             call.cancel()
