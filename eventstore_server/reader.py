@@ -180,7 +180,7 @@ class Reader:
             """SELECT s.version, s.type, s.data, s.metadata::text AS metadata,
                       (extract(epoch FROM s.recorded_at) * 1000000)::int8 AS recorded_us
                  FROM es_snapshots s JOIN es_streams st USING (stream_id)
-                WHERE st.name = $1 AND ($2 = 0 OR s.version <= $2)
+                WHERE st.name = $1 AND ($2::int8 = 0 OR s.version <= $2::int8)
                 ORDER BY s.version DESC LIMIT 1""",
             stream,
             max_version,
