@@ -19,7 +19,8 @@ from contracts.eventstore.v1 import eventstore_pb2 as pb
 from contracts.eventstore.v1 import eventstore_pb2_grpc as pb_grpc
 from eventstore_client import EventStoreClient, NewEvent
 from eventstore_client.errors import EventStoreError
-from localpg import LocalPostgres
+from localpg import LocalPostgres, free_port
+from tests.integration.test_metrics import scrape, value
 from tests.support import ServerProcess, create_database, health_status, store_process
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -190,3 +191,35 @@ async def test_a_subscriber_that_stops_reading_does_not_grow_the_server(
             call.cancel()
     finally:
         store.stop()
+
+
+async def test_work_stops_when_the_caller_gives_up(new_database: Callable[[], str]) -> None:
+    """Subscriptions whose deadline passes are ended on the server too: nothing keeps running
+    for a caller who has left."""
+    metrics_port = free_port()
+    store = store_process(new_database(), "--metrics-listen", f"127.0.0.1:{metrics_port}").start()
+    try:
+        async with EventStoreClient(store.address) as client:
+            for n in range(20):
+                await client.append(f"deadline-{n}", [NewEvent("E") for _ in range(50)])
+        async with grpc.aio.insecure_channel(store.address) as channel:
+            stub = pb_grpc.EventStoreStub(channel)
+            calls = [
+                stub.Subscribe(pb.SubscribeRequest(category="deadline"), timeout=0.5)
+                for _ in range(5)
+            ]
+            for call in calls:
+                assert isinstance(await call.read(), pb.SubscribeResponse)  # open on the server
+            assert value(scrape(metrics_port), "eventstore_subscriptions_active") == 5
+            for call in calls:
+                with pytest.raises(grpc.aio.AioRpcError) as raised:
+                    while True:
+                        await call.read()
+                assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await until(
+            lambda: value(scrape(metrics_port), "eventstore_subscriptions_active") == 0,
+            what="the server ending the expired subscriptions",
+        )
+    finally:
+        store.stop()
+    assert "Traceback" not in store.log(), store.log()
