@@ -158,6 +158,41 @@ def main(
         tracing.shutdown()
 
 
+class _Malformed:
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+class RefuseMalformed(grpc.aio.ServerInterceptor):
+    """INVALID_ARGUMENT for request bytes that do not decode as the method's message. Without
+    it, gRPC answers a failing deserializer with an opaque UNKNOWN."""
+
+    async def intercept_service(
+        self, continuation: Any, handler_call_details: grpc.HandlerCallDetails
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None or handler.request_streaming:
+            return handler
+        parse = handler.request_deserializer
+
+        def lenient(data: bytes) -> Any:
+            try:
+                return parse(data)
+            except Exception as exc:  # DecodeError, or whatever a custom parser raises
+                return _Malformed(str(exc))
+
+        if handler.unary_unary is not None:
+            behaviour = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                if isinstance(request, _Malformed):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.error)
+                return await behaviour(request, context)
+
+            return handler._replace(request_deserializer=lenient, unary_unary=unary)
+        return handler  # the services have no streaming methods
+
+
 async def health_only_server(address: str, servicer: health.aio.HealthServicer) -> grpc.aio.Server:
     """Plaintext health on a port of its own: kubelet's gRPC probes cannot speak TLS."""
     server = grpc.aio.server()
@@ -178,9 +213,9 @@ async def serve(
     if settings.metrics_listen:
         host, port_text = settings.metrics_listen.rsplit(":", 1)
         start_http_server(int(port_text), addr=host)
-    interceptors = (
-        [RequireToken(Tokens.from_file(settings.tokens_file))] if settings.tokens_file else []
-    )
+    interceptors: list[grpc.aio.ServerInterceptor] = [RefuseMalformed()]
+    if settings.tokens_file:
+        interceptors.insert(0, RequireToken(Tokens.from_file(settings.tokens_file)))
     server = grpc.aio.server(interceptors=interceptors)
     names = list(register(server))
     health_servicer = health.aio.HealthServicer()
