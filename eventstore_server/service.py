@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
+from eventstore_client.hosting import refuse_malformed
 from eventstore_server import metrics
 from eventstore_server.access import ALL_STREAMS, Access, category_of
 from eventstore_server.config import Limits
@@ -52,64 +52,23 @@ def _serialize(message: Any) -> bytes:
     return encoded
 
 
-class _Malformed:
-    """Bytes that do not decode as the method's request message."""
-
-    def __init__(self, error: str) -> None:
-        self.error = error
-
-
-def _parser(message_type: Any) -> Callable[[bytes], Any]:
-    """Decode a request; undecodable bytes become a _Malformed the guard answers with
-    INVALID_ARGUMENT (gRPC's own answer to a failing deserializer is an opaque UNKNOWN)."""
-
-    def parse(data: bytes) -> Any:
-        try:
-            return message_type.FromString(data)
-        except DecodeError as exc:
-            return _Malformed(str(exc))
-
-    return parse
-
-
-def _malformed(request: _Malformed) -> InvalidArgument:
-    return InvalidArgument(f"the request is not a valid message: {request.error}")
-
-
-def _guard_unary(handler: Callable[[Any, Context], Awaitable[Any]]) -> Any:
-    async def guarded(request: Any, context: Context) -> Any:
-        if isinstance(request, _Malformed):
-            await _abort(context, _malformed(request))
-        return await handler(request, context)
-
-    return guarded
-
-
-def _guard_stream(handler: Callable[[Any, Context], AsyncIterator[Any]]) -> Any:
-    async def guarded(request: Any, context: Context) -> AsyncIterator[Any]:
-        if isinstance(request, _Malformed):
-            await _abort(context, _malformed(request))
-        async for message in handler(request, context):
-            yield message
-
-    return guarded
-
-
 def add_to_server(service: EventStoreService, server: grpc.aio.Server) -> None:
     """Register the service like the generated helper does, but with `_serialize`, and with
     malformed requests refused cleanly."""
     descriptor = pb.DESCRIPTOR.services_by_name["EventStore"]
     handlers = {}
     for method in descriptor.methods:
-        handler = getattr(service, method.name)
-        if method.server_streaming:
-            kind, guarded = grpc.unary_stream_rpc_method_handler, _guard_stream(handler)
-        else:
-            kind, guarded = grpc.unary_unary_rpc_method_handler, _guard_unary(handler)
-        handlers[method.name] = kind(
-            guarded,
-            request_deserializer=_parser(getattr(pb, method.input_type.name)),
-            response_serializer=_serialize,
+        kind = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = refuse_malformed(
+            kind(
+                getattr(service, method.name),
+                request_deserializer=getattr(pb, method.input_type.name).FromString,
+                response_serializer=_serialize,
+            )
         )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(descriptor.full_name, handlers),)
