@@ -111,8 +111,3 @@ class Access:
             return
         what = "all streams" if name == ALL_STREAMS else repr(name)
         raise PermissionDenied(f"{principal} may not {operation} {what}", principal=principal)
-
-
-def category_of(stream: str) -> str:
-    """The part of a stream name before the first '-'."""
-    return stream.split("-", 1)[0]

@@ -17,7 +17,7 @@ import grpc
 from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_client.hosting import refuse_malformed
 from eventstore_server import metrics
-from eventstore_server.access import ALL_STREAMS, Access, category_of
+from eventstore_server.access import ALL_STREAMS, Access
 from eventstore_server.config import Limits
 from eventstore_server.errors import (
     FailedPrecondition,
@@ -34,6 +34,7 @@ from eventstore_server.validation import (
     MAX_INT64,
     append_command,
     category_name,
+    category_of,
     event_types,
     metadata_json,
     stream_name,
@@ -120,7 +121,7 @@ class EventStoreService:
         try:
             principal = self._access.principal(context)
             command = append_command(request, self._limits)
-            self._access.authorize(principal, "append", category_of(command.stream))
+            self._access.authorize(principal, "append", command.category)
             result = await self._writer.append(command)
         except StoreError as error:
             metrics.APPENDS.labels(error.reason.lower()).inc()
