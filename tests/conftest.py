@@ -10,24 +10,20 @@ import os
 # to start with "Fatal Python error: Segmentation fault"). Nothing here uses gRPC in a forked
 # child, so the handlers are switched off; this must happen before gRPC is first imported.
 os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
+
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
 from eventstore_client import EventStoreClient
-from localpg import LocalPostgres
-from tests.support import ServerProcess, create_database, store_process
+from tests.support import ServerProcess, create_database, postgres_server, store_process
 
 
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
     """URL of a PostgreSQL server whose databases the tests may create."""
-    external = os.environ.get("DATABASE_URL")
-    if external:
-        yield external
-        return
-    with LocalPostgres() as pg:
-        yield pg.dsn
+    with postgres_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,16 +13,28 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from localpg import free_port
+from localpg import LocalPostgres, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """URL of a PostgreSQL server whose databases may be created: DATABASE_URL's, or an
+    embedded one for as long as the context lasts."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        yield external
+        return
+    with LocalPostgres() as pg:
+        yield pg.dsn
 
 
 def unique(prefix: str = "test") -> str:

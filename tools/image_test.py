@@ -13,25 +13,17 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from localpg import LocalPostgres, free_port
+# Before gRPC is imported: its fork handlers crash children started while its threads run
+# (see tests/conftest.py).
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
+
+from localpg import free_port
 from tests.k8s.manifests import APPS, local_process
-from tests.support import ROOT, create_database, health_status
+from tests.support import ROOT, create_database, health_status, postgres_server
 from tools import podman_image
 
 CONTAINER_PREFIX = "pg-eventstore-e2e-"
-
-
-@contextmanager
-def postgres_server() -> Iterator[str]:
-    external = os.environ.get("DATABASE_URL")
-    if external:
-        yield external
-        return
-    with LocalPostgres() as pg:
-        yield pg.dsn
 
 
 def wait_serving(name: str, address: str, timeout: float = 60.0) -> None:
