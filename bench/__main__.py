@@ -1,6 +1,7 @@
 """`python -m bench [--smoke] [--only NAME,...]`: every scenario against its baseline, one run.
 
-Writes bench/results/latest.json and latest.md (smoke.* with --smoke) and PNG plots.
+Writes bench/results/latest.json and latest.md and PNG plots; smoke.* with --smoke, partial.*
+(and no plots) with --only, so that a partial run never replaces the full table.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ async def main_async(config: Config, only: list[str]) -> None:
             print(f"{name}:", flush=True)
             ratios += await scenario(bench)
             print(f"  ({time.monotonic() - start:.0f} s)", flush=True)
-        bench.write(ratios)
-        if not config.smoke:
+        bench.write(ratios, name="partial" if only else None)
+        if not config.smoke and not only:
             plots.draw(bench.results)
         for r in [] if config.smoke else ratios:
             if r["target"] is not None:

@@ -133,9 +133,11 @@ class Bench:
         )
         return result
 
-    def write(self, ratios: list[dict[str, Any]], path: Path = RESULTS) -> None:
+    def write(
+        self, ratios: list[dict[str, Any]], path: Path = RESULTS, name: str | None = None
+    ) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        name = "smoke" if self.config.smoke else "latest"
+        name = name or ("smoke" if self.config.smoke else "latest")
         document = {
             "machine": self.machine,
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
