@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -32,25 +33,45 @@ class Page:
     exhausted: bool  # nothing more matches up to the query's bound
 
 
-def _page_query(where: str, key: str, descending: bool = False) -> str:
+@dataclass(frozen=True)
+class _PageQuery:
+    """Two forms of one page read. `fast` aggregates the page as it is; when the page is over
+    the byte budget it answers NULL records, and `sized` reads it again, cut by bytes. The cut
+    needs a running sum over the page (a window function), which made every small-event page
+    about half as expensive again in PostgreSQL; large-event pages pay for a second query."""
+
+    fast: str
+    sized: str
+
+
+def _page_query(where: str, key: str, descending: bool = False) -> _PageQuery:
     """A page of events in `key` order: at most $1 events and about $2 bytes (at least one).
 
-    The inner LIMIT keeps the scan to one page; the running byte sum cuts large events short.
-    `scanned` counts what matched before that cut, to tell a short page from a cut one.
+    The inner LIMIT keeps the scan to one page; in the sized form, the running byte sum cuts
+    large events short, and `scanned` counts what matched before that cut, to tell a short page
+    from a cut one.
     """
     order = f"{key} DESC" if descending else key
     first, last = ("max", "min") if descending else ("min", "max")
+    page = f"SELECT record, {key} FROM es_events WHERE {where} ORDER BY {order} LIMIT $1"
+    fast = f"""
+    SELECT CASE WHEN sum(length(record)) > $2 AND count(*) > 1 THEN NULL
+                ELSE coalesce(string_agg(record, ''::bytea ORDER BY {order}), ''::bytea)
+           END AS records,
+           count(*)::int AS count, count(*)::int AS scanned,
+           coalesce({first}({key}), 0) AS first, coalesce({last}({key}), 0) AS last
+      FROM ({page}) page"""
     kept = "FILTER (WHERE before < $2)"
-    return f"""
+    sized = f"""
     SELECT coalesce(string_agg(record, ''::bytea ORDER BY {order}) {kept}, ''::bytea) AS records,
            (count(*) {kept})::int AS count, count(*)::int AS scanned,
            coalesce({first}({key}) {kept}, 0) AS first, coalesce({last}({key}) {kept}, 0) AS last
       FROM (SELECT record, {key},
                    sum(length(record)) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING)
                        - length(record) AS before
-              FROM (SELECT record, {key} FROM es_events WHERE {where}
-                    ORDER BY {order} LIMIT $1) page
+              FROM ({page}) page
            ) sized"""
+    return _PageQuery(fast, sized)
 
 
 _TYPES = "(cardinality($5::text[]) = 0 OR type = ANY($5::text[]))"
@@ -83,6 +104,12 @@ class Reader:
         self._page = page_size
         self._bytes = page_bytes
 
+    async def _fetch(self, query: _PageQuery, *args: Any) -> asyncpg.Record | None:
+        row = await self._pool.fetchrow(query.fast, *args)
+        if row is not None and row["records"] is None:  # over the byte budget: cut it
+            row = await self._pool.fetchrow(query.sized, *args)
+        return row
+
     async def head(self) -> int:
         """The position of the last committed event (0 in an empty store)."""
         value: int = await self._pool.fetchval("SELECT position FROM es_head")
@@ -111,9 +138,7 @@ class Reader:
         query = _STREAM_BACKWARD if backwards else _STREAM_FORWARD
         while remaining is None or remaining > 0:
             limit = self._page if remaining is None else min(self._page, remaining)
-            page = _page(
-                await self._pool.fetchrow(query, limit, self._bytes, stream_id, cursor), limit
-            )
+            page = _page(await self._fetch(query, limit, self._bytes, stream_id, cursor), limit)
             if page.count == 0:
                 return
             yield page
@@ -128,11 +153,11 @@ class Reader:
     ) -> Page:
         """Events with after < position <= until, in position order (first/last: positions)."""
         if category:
-            row = await self._pool.fetchrow(
+            row = await self._fetch(
                 _CATEGORY, limit, self._bytes, after, until, list(types), category
             )
         else:
-            row = await self._pool.fetchrow(_ALL, limit, self._bytes, after, until, list(types))
+            row = await self._fetch(_ALL, limit, self._bytes, after, until, list(types))
         return _page(row, limit)
 
     async def stream_page_after(
@@ -140,7 +165,7 @@ class Reader:
     ) -> Page:
         """A stream's events with version > after_version and position <= until; `first` and
         `last` are versions."""
-        row = await self._pool.fetchrow(
+        row = await self._fetch(
             _STREAM_AFTER, limit, self._bytes, after_version, until, list(types), stream
         )
         return _page(row, limit)
