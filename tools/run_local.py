@@ -91,6 +91,9 @@ def main() -> None:
                         str(RUN / "spans.jsonl"),
                     ],
                     cwd=ROOT,
+                    # Out of the terminal's process group: Ctrl-C must not stop it before the
+                    # servers have flushed their last spans to it (it is stopped last, below).
+                    start_new_session=True,
                 ),
             )
         )
@@ -108,14 +111,18 @@ def main() -> None:
         while not stopping and all(c.poll() is None for _, c in children):
             time.sleep(0.2)
     finally:
-        for _, child in reversed(children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for _, child in children:
-            try:
-                child.wait(20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        # Servers first (they flush their spans on the way out), the trace receiver last.
+        servers = [c for c in children if c[0] != "otlp_receiver"]
+        receivers = [c for c in children if c[0] == "otlp_receiver"]
+        for group in (servers, receivers):
+            for _, child in reversed(group):
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            for _, child in group:
+                try:
+                    child.wait(20)
+                except subprocess.TimeoutExpired:
+                    child.kill()
         if pg is not None:
             pg.stop()
     failed = [name for name, c in children if c.returncode not in (0, None, -signal.SIGTERM)]
