@@ -29,6 +29,38 @@ async def connect(customers: str, orders: str) -> AsyncIterator[Stubs]:
         yield Stubs(customer_pb2_grpc.CustomerServiceStub(c), order_pb2_grpc.OrderServiceStub(o))
 
 
+async def new_customer(stubs: Stubs, limit: int, name: str = "Ada") -> str:
+    """A new customer with this credit limit; its id."""
+    customer = await stubs.customers.CreateCustomer(
+        cpb.CreateCustomerRequest(name=name, credit_limit=limit)
+    )
+    return customer.customer_id
+
+
+async def place(
+    orders: order_pb2_grpc.OrderServiceStub, customer_id: str, n: int, total: int = 100
+) -> list[str]:
+    """`n` orders of `total`, one after another; their ids."""
+    placed = []
+    for _ in range(n):
+        order = await orders.CreateOrder(
+            opb.CreateOrderRequest(customer_id=customer_id, total=total)
+        )
+        placed.append(order.order_id)
+    return placed
+
+
+async def one_approved_one_rejected(stubs: Stubs) -> tuple[str, list[opb.Order]]:
+    """A customer with room for one order of 100 places two: once both have settled, the
+    approved one is cancelled. The customer's id, and the two orders as they settled."""
+    customer_id = await new_customer(stubs, 150)
+    placed = await place(stubs.orders, customer_id, 2)
+    final = [await settled(stubs.orders, order_id) for order_id in placed]
+    approved = next(f for f in final if f.state == opb.ORDER_STATE_APPROVED)
+    await stubs.orders.CancelOrder(opb.CancelOrderRequest(order_id=approved.order_id))
+    return customer_id, final
+
+
 async def settled(
     orders: order_pb2_grpc.OrderServiceStub, order_id: str, timeout: float = 30.0
 ) -> opb.Order:

@@ -7,26 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from contracts.customer.v1 import customer_pb2 as cpb
 from contracts.order.v1 import order_pb2 as opb
-from contracts.order.v1 import order_pb2_grpc
-from tests.e2e.saga import Stubs, connect, quiet_invariant, settled
+from tests.e2e.saga import Stubs, connect, new_customer, place, quiet_invariant, settled
 from tests.e2e.system import local_only, start_system
 from tests.support import ServerProcess, TcpProxy, store_process
 
 pytestmark = local_only
 
 LIMIT, TOTAL = 3000, 100  # room for 30 orders
-
-
-async def place(orders: order_pb2_grpc.OrderServiceStub, customer_id: str, n: int) -> list[str]:
-    placed = []
-    for _ in range(n):
-        order = await orders.CreateOrder(
-            opb.CreateOrderRequest(customer_id=customer_id, total=TOTAL)
-        )
-        placed.append(order.order_id)
-    return placed
 
 
 async def settle_all(stubs: Stubs, customer_id: str, ids: list[str]) -> None:
@@ -38,22 +26,17 @@ async def settle_all(stubs: Stubs, customer_id: str, ids: list[str]) -> None:
     assert customer.credit_reserved == LIMIT
 
 
-async def new_customer(stubs: Stubs) -> str:
-    customer = await stubs.customers.CreateCustomer(
-        cpb.CreateCustomerRequest(name="Faulty", credit_limit=LIMIT)
-    )
-    return customer.customer_id
-
-
 async def test_the_store_killed_mid_saga(new_database: Callable[[], str]) -> None:
     system = start_system(new_database())
     try:
         async with connect(system.customers[0].address, system.orders[0].address) as stubs:
-            customer_id = await new_customer(stubs)
-            ids = await place(stubs.orders, customer_id, 15)  # some still pending at the kill
+            customer_id = await new_customer(stubs, LIMIT, name="Faulty")
+            ids = await place(
+                stubs.orders, customer_id, 15, TOTAL
+            )  # some still pending at the kill
             system.store.kill()
             system.store.start()  # same port: the services' channels reconnect with back-off
-            ids += await place(stubs.orders, customer_id, 25)
+            ids += await place(stubs.orders, customer_id, 25, TOTAL)
             await settle_all(stubs, customer_id, ids)
     finally:
         system.stop()
@@ -68,14 +51,14 @@ async def test_the_network_to_the_store_cut_and_restored(new_database: Callable[
     orders = ServerProcess("order_svc", ["--eventstore", store.address, *args]).start()
     try:
         async with connect(customers.address, orders.address) as stubs:
-            customer_id = await new_customer(stubs)
-            ids = await place(stubs.orders, customer_id, 10)
+            customer_id = await new_customer(stubs, LIMIT, name="Faulty")
+            ids = await place(stubs.orders, customer_id, 10, TOTAL)
             proxy.cut()
-            cut_off = await place(stubs.orders, customer_id, 15)  # nobody can answer credit
+            cut_off = await place(stubs.orders, customer_id, 15, TOTAL)  # nobody can answer credit
             last = await stubs.orders.GetOrder(opb.GetOrderRequest(order_id=cut_off[-1]))
             assert last.state == opb.ORDER_STATE_PENDING
             proxy.restore()
-            ids += cut_off + await place(stubs.orders, customer_id, 15)
+            ids += cut_off + await place(stubs.orders, customer_id, 15, TOTAL)
             await settle_all(stubs, customer_id, ids)
     finally:
         for process in (orders, customers, store):

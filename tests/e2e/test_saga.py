@@ -14,17 +14,18 @@ from contracts.customer.v1 import customer_pb2 as cpb
 from contracts.customer.v1 import customer_pb2_grpc
 from contracts.order.v1 import order_pb2 as opb
 from eventstore_client import EventStoreClient, NewEvent
-from tests.e2e.saga import Stubs, connect, quiet_invariant, settled
+from tests.e2e.saga import (
+    Stubs,
+    connect,
+    new_customer,
+    one_approved_one_rejected,
+    place,
+    quiet_invariant,
+    settled,
+)
 from tests.e2e.system import Endpoints, local_only, start_system
 from tests.integration.test_metrics import scrape
 from tests.support import wait_until
-
-
-async def new_customer(stubs: Stubs, limit: int) -> str:
-    customer = await stubs.customers.CreateCustomer(
-        cpb.CreateCustomerRequest(name="Ada", credit_limit=limit)
-    )
-    return customer.customer_id
 
 
 async def test_twenty_concurrent_orders_against_a_limit_of_ten(stubs: Stubs) -> None:
@@ -283,19 +284,7 @@ async def test_saga_metrics(new_database: Callable[[], str]) -> None:
     system = start_system(new_database(), metrics=True)
     try:
         async with connect(system.customers[0].address, system.orders[0].address) as stubs:
-            customers, orders = stubs.customers, stubs.orders
-            customer = await customers.CreateCustomer(
-                cpb.CreateCustomerRequest(name="M", credit_limit=150)
-            )
-            placed = [
-                await orders.CreateOrder(
-                    opb.CreateOrderRequest(customer_id=customer.customer_id, total=100)
-                )
-                for _ in range(2)
-            ]
-            final = [await settled(orders, p.order_id) for p in placed]
-            approved = next(f for f in final if f.state == opb.ORDER_STATE_APPROVED)
-            await orders.CancelOrder(opb.CancelOrderRequest(order_id=approved.order_id))
+            await one_approved_one_rejected(stubs)
         text = scrape(system.metrics["order_svc"])
         assert 'saga_orders_total{outcome="approved"} 1.0' in text
         assert 'saga_orders_total{outcome="rejected"} 1.0' in text
@@ -321,32 +310,19 @@ async def test_kill_9_of_customer_svc_mid_saga(new_database: Callable[[], str]) 
     system = start_system(new_database())
     try:
         async with connect(system.customers[0].address, system.orders[0].address) as stubs:
-            customers, orders = stubs.customers, stubs.orders
-            customer = await customers.CreateCustomer(
-                cpb.CreateCustomerRequest(name="Kim", credit_limit=3000)
-            )
-            ids: list[str] = []
-
-            async def place(n: int) -> None:
-                for _ in range(n):
-                    order = await orders.CreateOrder(
-                        opb.CreateOrderRequest(customer_id=customer.customer_id, total=100)
-                    )
-                    ids.append(order.order_id)
-
-            await place(10)
+            orders = stubs.orders
+            customer_id = await new_customer(stubs, 3000, name="Kim")
+            ids = await place(orders, customer_id, 10)
             system.customers[0].kill()  # mid-flow: some of those orders are still pending
-            await place(15)  # placed while nobody answers credit
+            ids += await place(orders, customer_id, 15)  # placed while nobody answers credit
             system.customers[0].start()
             async with grpc.aio.insecure_channel(system.customers[0].address) as c2:
                 customers = customer_pb2_grpc.CustomerServiceStub(c2)
-                await place(15)
+                ids += await place(orders, customer_id, 15)
                 final = [await settled(orders, i, timeout=60) for i in ids]
                 assert [o.state for o in final].count(opb.ORDER_STATE_APPROVED) == 30
                 assert [o.state for o in final].count(opb.ORDER_STATE_REJECTED) == 10
-                settled_customer = await quiet_invariant(
-                    customers, orders, customer.customer_id, ids
-                )
+                settled_customer = await quiet_invariant(customers, orders, customer_id, ids)
                 assert settled_customer.credit_reserved == 3000
     finally:
         system.stop()

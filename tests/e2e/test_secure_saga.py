@@ -11,14 +11,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from contracts.customer.v1 import customer_pb2 as cpb
 from contracts.customer.v1 import customer_pb2_grpc
 from contracts.order.v1 import order_pb2 as opb
 from contracts.order.v1 import order_pb2_grpc
 from eventstore_client import EventStoreClient, NewEvent
 from eventstore_client.errors import EventStoreError
 from eventstore_client.security import ChannelSecurity
-from tests.e2e.saga import quiet_invariant, settled
+from tests.e2e.saga import Stubs, one_approved_one_rejected, quiet_invariant
 from tests.e2e.system import local_only
 from tests.integration.test_security import POLICY
 from tests.support import ServerProcess, store_process
@@ -71,41 +70,29 @@ async def test_the_saga_runs_with_tls_tokens_and_the_deployment_policy(
             caller.channel(customers_address) as c,
             caller.channel(orders_address) as o,
         ):
-            customers = customer_pb2_grpc.CustomerServiceStub(c)
-            orders = order_pb2_grpc.OrderServiceStub(o)
-            customer = await customers.CreateCustomer(
-                cpb.CreateCustomerRequest(name="Sec", credit_limit=150)
+            stubs = Stubs(
+                customer_pb2_grpc.CustomerServiceStub(c), order_pb2_grpc.OrderServiceStub(o)
             )
-            placed = [
-                await orders.CreateOrder(
-                    opb.CreateOrderRequest(customer_id=customer.customer_id, total=100)
-                )
-                for _ in range(2)
-            ]
-            final = [await settled(orders, p.order_id) for p in placed]
+            customer_id, final = await one_approved_one_rejected(stubs)
             states = sorted(f.state for f in final)
             assert states == [opb.ORDER_STATE_APPROVED, opb.ORDER_STATE_REJECTED]
-            approved = next(f for f in final if f.state == opb.ORDER_STATE_APPROVED)
-            await orders.CancelOrder(opb.CancelOrderRequest(order_id=approved.order_id))
-            ids = [p.order_id for p in placed]
+            ids = [f.order_id for f in final]
             assert (
-                await quiet_invariant(customers, orders, customer.customer_id, ids)
+                await quiet_invariant(stubs.customers, stubs.orders, customer_id, ids)
             ).credit_reserved == 0
 
         # A caller of the services without a token is refused.
         async with ChannelSecurity(ca_file=authority.ca).channel(orders_address) as anonymous:
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await order_pb2_grpc.OrderServiceStub(anonymous).GetOrder(
-                    opb.GetOrderRequest(order_id=placed[0].order_id)
+                    opb.GetOrderRequest(order_id=ids[0])
                 )
             assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
         # order_svc's own credentials cannot write a customer's stream.
         order_svc = ChannelSecurity(ca_file=authority.ca, token=tokens["order_svc"])
         async with EventStoreClient(store.address, security=order_svc, retries=0) as store_client:
             with pytest.raises(EventStoreError) as denied:
-                await store_client.append(
-                    f"customer-{customer.customer_id}", [NewEvent("CreditReserved")]
-                )
+                await store_client.append(f"customer-{customer_id}", [NewEvent("CreditReserved")])
             assert denied.value.code == grpc.StatusCode.PERMISSION_DENIED
     finally:
         for process in reversed(processes):
