@@ -195,7 +195,6 @@ _CLIENT_FLAGS = [
     ("--eventstore-token-file", "EVENTSTORE_TOKEN_FILE", "file holding a bearer token"),
     ("--eventstore-server-name", "EVENTSTORE_SERVER_NAME", "name in the store's certificate"),
 ]
-CLIENT_ENVIRONMENT = [(flag, env) for flag, env, _ in _CLIENT_FLAGS]
 
 
 def add_client_flags(parser: Any, environ: Mapping[str, str]) -> None:

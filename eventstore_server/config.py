@@ -6,6 +6,9 @@ import argparse
 import os
 from dataclasses import dataclass, field
 
+from eventstore_client.security import Tokens, server_tls
+from eventstore_server.access import Policy
+
 MiB = 1024 * 1024
 
 
@@ -126,10 +129,6 @@ def parse(argv: list[str] | None = None, environ: dict[str, str] | None = None) 
     settings = Settings(**ns, limits=limits)
     if not settings.database_url:
         parser.error("a database is required: --database-url or DATABASE_URL")
-    if bool(settings.tls_cert) != bool(settings.tls_key):
-        parser.error("TLS needs both --tls-cert and --tls-key")
-    if settings.tls_client_ca and not settings.tls_cert:
-        parser.error("--tls-client-ca needs --tls-cert and --tls-key")
     if settings.policy_file and not (settings.tokens_file or settings.tls_client_ca):
         parser.error("a policy needs principals: --tokens-file or --tls-client-ca")
     _check_files(settings, parser)
@@ -137,12 +136,8 @@ def parse(argv: list[str] | None = None, environ: dict[str, str] | None = None) 
 
 
 def _check_files(settings: Settings, parser: argparse.ArgumentParser) -> None:
-    """Unreadable or malformed certificates, tokens or policy: a usage error now, not a
-    traceback later."""
-    # Imported here: the settings module stays free of gRPC for the tools that read it.
-    from eventstore_client.security import Tokens, server_tls
-    from eventstore_server.access import Policy
-
+    """A half-given certificate, or unreadable or malformed certificates, tokens or policy: a
+    usage error now, not a traceback later."""
     try:
         tls = server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         if tls is not None:
