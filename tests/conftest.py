@@ -3,14 +3,6 @@ a fresh database where a test needs one, and the store as a real server process.
 
 from __future__ import annotations
 
-import os
-
-# The tests start processes (subprocess: fork, then exec) while gRPC's threads run. gRPC's
-# fork handlers then crash some of those children before they exec (seen: PostgreSQL failing
-# to start with "Fatal Python error: Segmentation fault"). Nothing here uses gRPC in a forked
-# child, so the handlers are switched off; this must happen before gRPC is first imported.
-os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
-
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest

@@ -14,10 +14,6 @@ import subprocess
 import sys
 import time
 
-# Before gRPC is imported: its fork handlers crash children started while its threads run
-# (see tests/conftest.py).
-os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
-
 from localpg import free_port
 from tests.k8s.manifests import APPS, local_process
 from tests.support import ROOT, create_database, health_status, postgres_server
