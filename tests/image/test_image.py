@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import json
 import os
 import socket
@@ -93,7 +94,7 @@ def _kube_play_objects(database_port: int, otlp: str) -> tuple[list[dict[str, An
     collector's addresses mapped to local ones, and no port declarations (with the host's
     network there is nothing to map, and podman refuses them). The Secret is returned apart:
     podman takes it as a podman secret (a JSON object of base64 values), not from the file."""
-    deployment = json.loads(json.dumps(workload("kind", "eventstore")))
+    deployment = copy.deepcopy(workload("kind", "eventstore"))
     spec = deployment["spec"]
     spec["replicas"] = 1
     [container] = spec["template"]["spec"]["containers"]
@@ -103,7 +104,7 @@ def _kube_play_objects(database_port: int, otlp: str) -> tuple[list[dict[str, An
         if item["name"] == "DATABASE_URL":
             item["value"] = item["value"].replace("@postgres:5432/", f"@127.0.0.1:{database_port}/")
     [config] = [
-        json.loads(json.dumps(o))
+        copy.deepcopy(o)
         for o in render("kind")
         if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "pg-eventstore-config"
     ]
