@@ -17,6 +17,7 @@ import grpc
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
 from contracts.eventstore.v1 import eventstore_pb2_grpc as pb_grpc
+from eventstore_client import event_loop
 
 
 def sample_events(count: int, size: int = 100) -> list[pb.RecordedEvent]:
@@ -95,4 +96,4 @@ if __name__ == "__main__":
     parser.add_argument("--listen", default="127.0.0.1:50099")
     parser.add_argument("--page", type=int, default=1000, help="events per streamed message")
     args = parser.parse_args()
-    asyncio.run(serve(args.listen, args.page))
+    event_loop.run(serve(args.listen, args.page))  # the same loop as the store's

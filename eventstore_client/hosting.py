@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from eventstore_client import tracing
+from eventstore_client import event_loop, tracing
 from eventstore_client.security import (
     PLAINTEXT,
     ChannelSecurity,
@@ -152,8 +152,9 @@ def main(
     )
     settings = parse_settings(f"python -m {name}", env_prefix, default_listen)
     tracing.setup(name, asyncpg=asyncpg)
+    logging.getLogger(name).info("event loop: %s", event_loop.chosen())
     try:
-        asyncio.run(run(settings))
+        event_loop.run(run(settings))
     finally:
         tracing.shutdown()
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 
-from eventstore_client import tracing
+from eventstore_client import event_loop, tracing
 from eventstore_server.config import parse
 from eventstore_server.server import serve
 
@@ -17,9 +16,10 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     settings = parse()
+    logging.getLogger("eventstore_server").info("event loop: %s", event_loop.chosen())
     tracing.setup("eventstore", grpc_client=False, asyncpg=True)
     try:
-        asyncio.run(serve(settings))
+        event_loop.run(serve(settings))
     finally:
         tracing.shutdown()  # spans flushed before the process exits
 

@@ -1,0 +1,31 @@
+"""Which event loop the servers run on (EVENT_LOOP)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from eventstore_client import event_loop
+
+
+async def _loop_module() -> str:
+    return type(asyncio.get_running_loop()).__module__
+
+
+def test_uvloop_is_the_default_where_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EVENT_LOOP", raising=False)
+    assert event_loop.chosen() == "uvloop"
+    assert event_loop.run(_loop_module()).startswith("uvloop")
+
+
+def test_event_loop_asyncio_runs_on_the_standard_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENT_LOOP", "asyncio")
+    assert event_loop.chosen() == "asyncio"
+    assert event_loop.run(_loop_module()).startswith("asyncio")
+
+
+def test_an_unknown_event_loop_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENT_LOOP", "trio")
+    with pytest.raises(SystemExit, match="EVENT_LOOP must be one of"):
+        event_loop.chosen()
