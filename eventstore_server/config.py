@@ -41,6 +41,11 @@ class Settings:
     keepalive_timeout_ms: int = 10_000
     tail_events: int = 10_000  # recent events kept in memory for live subscribers
     writer_pipeline: int = 1  # group-commit batches in flight at once (one connection each)
+    # Like PostgreSQL's commit_delay / commit_siblings: when the last batch had and the queue
+    # has at least commit_siblings (>= 2) appends, the writer waits commit_delay_ms for more to
+    # join the batch. A lone append never waits.
+    commit_delay_ms: float = 3.0
+    commit_siblings: int = 4
     metrics_listen: str = ""  # HOST:PORT for Prometheus metrics; empty: off
     health_listen: str = ""  # HOST:PORT for plaintext health only (probes, when TLS is on)
     tls_cert: str = ""  # PEM certificate chain: serve TLS
@@ -64,6 +69,8 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("keepalive_timeout_ms", "EVENTSTORE_KEEPALIVE_TIMEOUT_MS", int, "ping answer timeout"),
     ("tail_events", "EVENTSTORE_TAIL_EVENTS", int, "recent events kept in memory"),
     ("writer_pipeline", "EVENTSTORE_WRITER_PIPELINE", int, "group commits in flight at once"),
+    ("commit_delay_ms", "EVENTSTORE_COMMIT_DELAY_MS", float, "wait for more appends, under load"),
+    ("commit_siblings", "EVENTSTORE_COMMIT_SIBLINGS", int, "appends waiting before delaying"),
     ("metrics_listen", "EVENTSTORE_METRICS_LISTEN", str, "HOST:PORT for /metrics (empty: off)"),
     ("health_listen", "EVENTSTORE_HEALTH_LISTEN", str, "HOST:PORT for plaintext health only"),
     ("tls_cert", "EVENTSTORE_TLS_CERT", str, "PEM certificate chain: serve TLS"),

@@ -21,6 +21,10 @@ BATCH_SECONDS = Histogram(
     "Time to write one group commit",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
 )
+BATCHES_DELAYED = Counter(
+    "eventstore_batches_delayed_total",
+    "Group commits that waited --commit-delay-ms for more appends (sustained load)",
+)
 READS = Counter("eventstore_reads_total", "Read requests", ["rpc"])
 READ_EVENTS = Counter(
     "eventstore_read_events_total", "Events sent by reads and subscriptions", ["rpc"]

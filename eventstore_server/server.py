@@ -133,6 +133,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         settings.database_url,
         max_batch_events=settings.max_batch_events,
         pipeline=settings.writer_pipeline,
+        commit_delay=settings.commit_delay_ms / 1000,
+        commit_siblings=settings.commit_siblings,
         on_commit=tail.advance,
     )
     writer.start()

@@ -70,6 +70,17 @@ def wait_until(
         time.sleep(interval)
 
 
+async def until(
+    condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition"
+) -> None:
+    """Return once `condition()` holds; TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached in {timeout}s")
+        await asyncio.sleep(0.02)
+
+
 def health_status(address: str, service: str = "", timeout: float = 1.0) -> int | None:
     try:
         with grpc.insecure_channel(address) as channel:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from eventstore_client import EventStoreClient, NewEvent
 from eventstore_client.errors import EventStoreError
 from localpg import LocalPostgres, free_port
 from tests.integration.test_metrics import scrape, value
-from tests.support import ServerProcess, create_database, health_status, store_process
+from tests.support import ServerProcess, create_database, health_status, store_process, until
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -32,16 +31,6 @@ def own_postgres() -> Iterator[LocalPostgres]:
     """A PostgreSQL of this test's own: it gets stopped and started."""
     with LocalPostgres() as pg:
         yield pg
-
-
-async def until(
-    condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition"
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached in {timeout}s")
-        await asyncio.sleep(0.02)
 
 
 class Load:
