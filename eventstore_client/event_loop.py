@@ -8,6 +8,7 @@ driver, is built for it. `EVENT_LOOP=asyncio` runs on the standard library's loo
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -34,7 +35,12 @@ def chosen() -> str:
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run on the chosen loop."""
+    """asyncio.run on the chosen loop, after moving everything alive so far (modules, protobuf
+    descriptors: most of the heap) out of the garbage collector's sight. Full collections then
+    walk only what the server makes while it runs: measured in the store under load, their
+    pauses went from 16-39 ms to under 10 ms, and each such pause holds up every call."""
+    gc.collect()
+    gc.freeze()
     if chosen() == "uvloop":
         import uvloop
 

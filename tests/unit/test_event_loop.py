@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+from collections.abc import Iterator
 
 import pytest
 
@@ -11,6 +13,21 @@ from eventstore_client import event_loop
 
 async def _loop_module() -> str:
     return type(asyncio.get_running_loop()).__module__
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze() -> Iterator[None]:
+    yield
+    gc.unfreeze()  # run() froze this test process's heap
+
+
+async def _frozen() -> int:
+    return gc.get_freeze_count()
+
+
+def test_run_hides_the_startup_heap_from_the_collector() -> None:
+    gc.unfreeze()
+    assert event_loop.run(_frozen()) > 0
 
 
 def test_uvloop_is_the_default_where_installed(monkeypatch: pytest.MonkeyPatch) -> None:
