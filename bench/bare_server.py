@@ -2,6 +2,8 @@
 
 Append returns a fixed response; ReadStream and Subscribe stream pre-built batches of events of
 the same shape the real store sends. Whatever the real store adds on top of this is its cost.
+A Subscribe to a category is live: each Append to that category is echoed to it at once, with no
+database and no commit, which is the floor of the live-latency benchmark on the same machine.
 `python -m bench.bare_server --listen HOST:PORT`
 """
 
@@ -39,8 +41,19 @@ class BareEventStore(pb_grpc.EventStoreServicer):
     def __init__(self, page: int) -> None:
         self._page = page
         self._events = sample_events(page)
+        self._live: dict[str, set[asyncio.Queue[pb.SubscribeResponse]]] = {}
 
     async def Append(self, request: pb.AppendRequest, context: Any) -> pb.AppendResponse:
+        subscribers = self._live.get(request.stream.split("-", 1)[0])
+        if subscribers:
+            echo = pb.SubscribeResponse(
+                events=[
+                    pb.RecordedEvent(id=e.id, stream=request.stream, type=e.type, data=e.data)
+                    for e in request.events
+                ]
+            )
+            for queue in subscribers:
+                queue.put_nowait(echo)
         return pb.AppendResponse(version=len(request.events), position=1)
 
     async def ReadStream(
@@ -55,7 +68,17 @@ class BareEventStore(pb_grpc.EventStoreServicer):
     async def Subscribe(
         self, request: pb.SubscribeRequest, context: Any
     ) -> AsyncIterator[pb.SubscribeResponse]:
-        # after_position carries how many events to stream, for the benchmark.
+        if request.category:
+            queue: asyncio.Queue[pb.SubscribeResponse] = asyncio.Queue()
+            subscribers = self._live.setdefault(request.category, set())
+            subscribers.add(queue)
+            try:
+                yield pb.SubscribeResponse(caught_up=True)
+                while True:
+                    yield await queue.get()
+            finally:
+                subscribers.discard(queue)
+        # after_position carries how many events to stream, for the catch-up benchmark.
         remaining = request.after_position
         while remaining > 0:
             n = min(remaining, self._page)

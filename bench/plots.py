@@ -55,11 +55,20 @@ def draw(results: list[Result], path: Path = RESULTS) -> None:
     live = [r for r in results if r.scenario == "live latency"]
     if live:
         fig, ax = plt.subplots(figsize=(7, 4))
-        for label in ("p50 ms", "p99 ms", "max ms"):
-            points = sorted((r.params["events/s"], r.value) for r in live if r.metric == label)
-            ax.plot(
-                [p[0] for p in points], [p[1] for p in points], marker="o", label=label.split()[0]
-            )
+        for variant, style in (("ours", "-"), ("bare gRPC", ":")):
+            for label in ("p50 ms", "p99 ms", "max ms"):
+                points = sorted(
+                    (r.params["events/s"], r.value)
+                    for r in live
+                    if r.metric == label and r.variant == variant
+                )
+                ax.plot(
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                    style,
+                    marker="o",
+                    label=f"{variant} {label.split()[0]}",
+                )
         ax.set_xscale("log")
         ax.set_xlabel("events per second")
         ax.set_ylabel("Append → subscriber latency (ms)")
