@@ -39,7 +39,7 @@ class Result:
 @dataclass
 class Config:
     smoke: bool = False
-    repeat: int = 3
+    repeat: int = 5
     duration: float = 2.0  # seconds per timed run
 
     @classmethod
@@ -132,6 +132,38 @@ class Bench:
             f"  {scenario:<28} {variant:<22} {shown:<24} {result.value:>12.1f} {metric}", flush=True
         )
         return result
+
+    async def compare(
+        self,
+        scenario: str,
+        metric: str,
+        ours: tuple[str, Callable[[], Awaitable[float]]],
+        baseline: tuple[str, Callable[[], Awaitable[float]]],
+        **params: Any,
+    ) -> tuple[Result, Result]:
+        """Like two `measure` calls, but the runs alternate (ours, baseline, baseline, ours,
+        ...): the load of a shared machine drifts within seconds, and measuring one side
+        first and the other after would put that drift into the ratio."""
+        pairs = (ours, baseline)
+        if not self.config.smoke:
+            for _, run in pairs:
+                await run()
+        runs: list[list[float]] = [[], []]
+        for i in range(self.config.repeat):
+            order = (0, 1) if i % 2 == 0 else (1, 0)
+            for side in order:
+                runs[side].append(await pairs[side][1]())
+        results = []
+        for (variant, _), values in zip(pairs, runs, strict=True):
+            result = Result(scenario, variant, metric, statistics.median(values), params, values)
+            self.results.append(result)
+            shown = ", ".join(f"{k}={v}" for k, v in params.items())
+            print(
+                f"  {scenario:<28} {variant:<22} {shown:<24} {result.value:>12.1f} {metric}",
+                flush=True,
+            )
+            results.append(result)
+        return results[0], results[1]
 
     def write(
         self, ratios: list[dict[str, Any]], path: Path = RESULTS, name: str | None = None

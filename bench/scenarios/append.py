@@ -188,18 +188,14 @@ async def run(bench: Bench) -> list[dict[str, Any]]:
     ratios = []
     by_callers = {}
     for callers in (1, 8) if cfg.smoke else (1, 8, 32, 128):
-        ours = await bench.measure(
+        ours, base = await bench.compare(
             "append 1 event",
-            "ours",
             "events/s",
-            functools.partial(grpc_append_rate, store.address, callers, 1, cfg.duration),
-            callers=callers,
-        )
-        base = await bench.measure(
-            "append 1 event",
-            "bare gRPC",
-            "events/s",
-            functools.partial(grpc_append_rate, bare.address, callers, 1, cfg.duration),
+            ("ours", functools.partial(grpc_append_rate, store.address, callers, 1, cfg.duration)),
+            (
+                "bare gRPC",
+                functools.partial(grpc_append_rate, bare.address, callers, 1, cfg.duration),
+            ),
             callers=callers,
         )
         by_callers[callers] = ours
@@ -222,19 +218,12 @@ async def run(bench: Bench) -> list[dict[str, Any]]:
     )
     ratios.append(ratio(reference, library, target=4.0))
     for size in (10, 100):
-        ours = await bench.measure(
+        ours, floor = await bench.compare(
             f"append {size} events",
-            "ours",
             "events/s",
-            functools.partial(grpc_append_rate, store.address, 8, size, cfg.duration),
+            ("ours", functools.partial(grpc_append_rate, store.address, 8, size, cfg.duration)),
+            ("COPY", functools.partial(copy_rate, db, 8, size, cfg.duration)),
             callers=8,
-        )
-        floor = await bench.measure(
-            f"append {size} events",
-            "COPY",
-            "events/s",
-            functools.partial(copy_rate, db, 8, size, cfg.duration),
-            connections=8,
         )
         ratios.append(ratio(ours, floor, target=0.5 if size == 100 else None))
     return ratios

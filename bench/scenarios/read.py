@@ -90,18 +90,11 @@ async def run(bench: Bench) -> list[dict[str, Any]]:
 
     stream = "readbench-1"
     await _fill(store.address, stream, 1000)
-    ours = await bench.measure(
+    ours, base = await bench.compare(
         "ReadStream 1000 events",
-        "ours",
         "events/s",
-        lambda: read_stream_rate(store.address, stream, 1000, 4, cfg.duration),
-        callers=4,
-    )
-    base = await bench.measure(
-        "ReadStream 1000 events",
-        "bare gRPC",
-        "events/s",
-        lambda: read_stream_rate(bare.address, stream, 1000, 4, cfg.duration),
+        ("ours", lambda: read_stream_rate(store.address, stream, 1000, 4, cfg.duration)),
+        ("bare gRPC", lambda: read_stream_rate(bare.address, stream, 1000, 4, cfg.duration)),
         callers=4,
     )
     ratios.append(ratio(ours, base))
@@ -110,18 +103,19 @@ async def run(bench: Bench) -> list[dict[str, Any]]:
     for i in range(10):
         await _fill(store.address, f"catchup-{i}", history // 10)
     await _settle(db)
-    ours = await bench.measure(
+    ours, base = await bench.compare(
         "catch-up Subscribe",
-        "ours",
         "events/s",
-        lambda: catch_up_rate(store.address, pb.SubscribeRequest(category="catchup"), history),
-        events=history,
-    )
-    base = await bench.measure(
-        "catch-up Subscribe",
-        "bare gRPC",
-        "events/s",
-        lambda: catch_up_rate(bare.address, pb.SubscribeRequest(after_position=history), history),
+        (
+            "ours",
+            lambda: catch_up_rate(store.address, pb.SubscribeRequest(category="catchup"), history),
+        ),
+        (
+            "bare gRPC",
+            lambda: catch_up_rate(
+                bare.address, pb.SubscribeRequest(after_position=history), history
+            ),
+        ),
         events=history,
     )
     ratios.append(ratio(ours, base, target=0.5))
