@@ -70,7 +70,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("tail_events", "EVENTSTORE_TAIL_EVENTS", int, "recent events kept in memory"),
     ("writer_pipeline", "EVENTSTORE_WRITER_PIPELINE", int, "group commits in flight at once"),
     ("commit_delay_ms", "EVENTSTORE_COMMIT_DELAY_MS", float, "wait for more appends, under load"),
-    ("commit_siblings", "EVENTSTORE_COMMIT_SIBLINGS", int, "appends waiting before delaying"),
+    ("commit_siblings", "EVENTSTORE_COMMIT_SIBLINGS", int, "appends meaning sustained load"),
     ("metrics_listen", "EVENTSTORE_METRICS_LISTEN", str, "HOST:PORT for /metrics (empty: off)"),
     ("health_listen", "EVENTSTORE_HEALTH_LISTEN", str, "HOST:PORT for plaintext health only"),
     ("tls_cert", "EVENTSTORE_TLS_CERT", str, "PEM certificate chain: serve TLS"),

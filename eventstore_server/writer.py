@@ -165,7 +165,7 @@ class GroupCommitWriter:
                 if self._sustained_load():
                     # Many callers: a short wait lets more of them join this batch, which costs
                     # each of them less CPU, in PostgreSQL and here, than committing sooner
-                    # (measured in bench/README.md).
+                    # (measured: see "Commit delay" in the README).
                     self.delayed_batches += 1
                     metrics.BATCHES_DELAYED.inc()
                     with contextlib.suppress(TimeoutError):
