@@ -44,8 +44,8 @@ class Settings:
     # Like PostgreSQL's commit_delay / commit_siblings: when the last batch had and the queue
     # has at least commit_siblings (>= 2) appends, the writer waits commit_delay_ms for more to
     # join the batch. A lone append never waits.
-    commit_delay_ms: float = 3.0
-    commit_siblings: int = 4
+    commit_delay_ms: float = 2.0
+    commit_siblings: int = 3
     metrics_listen: str = ""  # HOST:PORT for Prometheus metrics; empty: off
     health_listen: str = ""  # HOST:PORT for plaintext health only (probes, when TLS is on)
     tls_cert: str = ""  # PEM certificate chain: serve TLS

@@ -110,7 +110,7 @@ class GroupCommitWriter:
         max_batch_bytes: int = 16 * 1024 * 1024,
         pipeline: int = 1,
         commit_delay: float = 0.0,
-        commit_siblings: int = 4,
+        commit_siblings: int = 3,
         on_commit: Callable[[int], None] | None = None,
     ) -> None:
         self._max_events = max_batch_events
