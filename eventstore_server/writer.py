@@ -37,6 +37,10 @@ APPEND_BATCH = (
 
 WRITTEN, DUPLICATE, WRONG_VERSION, ID_TAKEN = 0, 1, 2, 3
 
+# Queued events from which a batch is worth writing without a commit delay: a transaction's own
+# cost (about 0.5 ms of PostgreSQL CPU) is then under a third of the batch's.
+AMORTIZED_EVENTS = 64
+
 _tracer = trace.get_tracer(__name__)
 
 # Failures after which we cannot know whether the transaction committed: the client is told
@@ -225,11 +229,14 @@ class GroupCommitWriter:
 
     def _sustained_load(self) -> bool:
         # Both the last batch and the queue now: a burst after a hiccup (a pause of this
-        # process, say) makes one big batch, and waiting then would only make it later.
+        # process, say) makes one big batch, and waiting then would only make it later. And
+        # not when the queue already carries many events: the cost of a transaction is then
+        # shared well enough (measured: 100-event appends from 8 callers lost 3% to waiting).
         return (
             self._commit_delay > 0
             and self._last_batch >= self._commit_siblings
             and len(self._queue) >= self._commit_siblings
+            and sum(len(item.command.events) for item in self._queue) < AMORTIZED_EVENTS
         )
 
     def _take(self) -> list[_Pending]:

@@ -13,7 +13,7 @@ from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_server import schema
 from eventstore_server.config import Limits
 from eventstore_server.validation import AppendCommand, append_command
-from eventstore_server.writer import GroupCommitWriter
+from eventstore_server.writer import AMORTIZED_EVENTS, GroupCommitWriter
 from tests.support import unique, until
 
 LONG = 3600.0  # a commit delay no test could sit out
@@ -30,9 +30,10 @@ async def database(new_database: Callable[[], str]) -> AsyncIterator[str]:
     yield url
 
 
-def command(stream: str) -> AppendCommand:
+def command(stream: str, events: int = 1) -> AppendCommand:
     request = pb.AppendRequest(
-        stream=stream, events=[pb.EventData(id=str(uuid.uuid4()), type="Tested")]
+        stream=stream,
+        events=[pb.EventData(id=str(uuid.uuid4()), type="Tested") for _ in range(events)],
     )
     return append_command(request, Limits())
 
@@ -86,5 +87,21 @@ async def test_without_a_commit_delay_appends_that_come_later_commit_on_their_ow
             *first, *(writer.append(command(f"{stream}-{n}")) for n in range(2, 5))
         )
         assert writer.batches == 3 and writer.delayed_batches == 0
+    finally:
+        await writer.close()
+
+
+async def test_appends_carrying_many_events_do_not_wait_for_more(database: str) -> None:
+    writer = GroupCommitWriter(database, commit_delay=LONG, commit_siblings=2)
+    writer.start()
+    stream = unique()
+    try:
+        await asyncio.gather(*(writer.append(command(f"{stream}-{n}")) for n in range(3)))
+        # Load as in the test above, but the two queued appends carry AMORTIZED_EVENTS events.
+        size = AMORTIZED_EVENTS // 2
+        big = [writer.append(command(f"{stream}-big{n}", size)) for n in range(2)]
+        results = await asyncio.wait_for(asyncio.gather(*big), 30)
+        assert [r.version for r in results] == [size, size]
+        assert writer.delayed_batches == 0
     finally:
         await writer.close()
