@@ -22,13 +22,18 @@ def draw(results: list[Result], path: Path = RESULTS) -> None:
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=variant)
         for r in results:
             if r.scenario == "append 1 event" and "callers" not in r.params:
-                ax.axhline(
-                    r.value,
-                    linestyle="--",
-                    linewidth=1,
-                    label=f"{r.variant} ({next(iter(r.params.values()))} workers)",
-                    color="grey" if "naive" in r.variant else "tab:red",
-                )
+                label = f"{r.variant} ({next(iter(r.params.values()))} workers)"
+            elif r.scenario == "append 1 event vs library" and r.variant != "ours":
+                label = r.variant
+            else:
+                continue
+            ax.axhline(
+                r.value,
+                linestyle="--",
+                linewidth=1,
+                label=label,
+                color="grey" if "naive" in r.variant else "tab:red",
+            )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent callers")
         ax.set_ylabel("single-event appends per second")
