@@ -86,6 +86,18 @@ class Access:
         self._policy = policy
         self.enabled = tokens is not None or client_certificates
 
+    @classmethod
+    def from_files(
+        cls, tokens_file: str = "", client_ca_file: str = "", policy_file: str = ""
+    ) -> Access:
+        """As configured by --tokens-file, --tls-client-ca and --policy-file (empty: not
+        given); OSError or ValueError for an unreadable or malformed file."""
+        return cls(
+            tokens=Tokens.from_file(tokens_file) if tokens_file else None,
+            client_certificates=bool(client_ca_file),
+            policy=Policy.from_file(policy_file) if policy_file else None,
+        )
+
     def principal(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
         """Who is calling; Unauthenticated when credentials are required and missing."""
         if not self.enabled:

@@ -6,8 +6,8 @@ import argparse
 import os
 from dataclasses import dataclass, field
 
-from eventstore_client.security import Tokens, server_tls
-from eventstore_server.access import Policy
+from eventstore_client.security import server_tls
+from eventstore_server.access import Access
 
 MiB = 1024 * 1024
 
@@ -149,9 +149,6 @@ def _check_files(settings: Settings, parser: argparse.ArgumentParser) -> None:
         tls = server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         if tls is not None:
             tls.credentials()
-        if settings.tokens_file:
-            Tokens.from_file(settings.tokens_file)
-        if settings.policy_file:
-            Policy.from_file(settings.policy_file)
+        Access.from_files(settings.tokens_file, settings.tls_client_ca, settings.policy_file)
     except (OSError, ValueError) as error:
         parser.error(str(error))

@@ -15,9 +15,9 @@ from grpc_reflection.v1alpha import reflection
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_client.hosting import health_only_server
-from eventstore_client.security import Tokens, add_port, server_tls
+from eventstore_client.security import add_port, server_tls
 from eventstore_server import metrics, schema
-from eventstore_server.access import Access, Policy
+from eventstore_server.access import Access
 from eventstore_server.config import Settings
 from eventstore_server.reader import Reader
 from eventstore_server.service import EventStoreService, add_to_server
@@ -112,17 +112,9 @@ async def _watch_health(
         await asyncio.sleep(interval)
 
 
-def access_control(settings: Settings) -> Access:
-    return Access(
-        tokens=Tokens.from_file(settings.tokens_file) if settings.tokens_file else None,
-        client_certificates=bool(settings.tls_client_ca),
-        policy=Policy.from_file(settings.policy_file) if settings.policy_file else None,
-    )
-
-
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT, then drain and close."""
-    access = access_control(settings)  # unreadable files fail here, before anything starts
+    access = Access.from_files(settings.tokens_file, settings.tls_client_ca, settings.policy_file)
     tls = server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     metrics.start(settings.metrics_listen)
     pool = await connect(settings)
