@@ -125,6 +125,12 @@ class Bench:
         if not self.config.smoke:
             await run()
         runs = [await run() for _ in range(self.config.repeat)]
+        return self._record(scenario, variant, metric, runs, params)
+
+    def _record(
+        self, scenario: str, variant: str, metric: str, runs: list[float], params: dict[str, Any]
+    ) -> Result:
+        """Keep the median of `runs` as a result, and show it."""
         result = Result(scenario, variant, metric, statistics.median(runs), params, runs)
         self.results.append(result)
         shown = ", ".join(f"{k}={v}" for k, v in params.items())
@@ -153,17 +159,10 @@ class Bench:
             order = (0, 1) if i % 2 == 0 else (1, 0)
             for side in order:
                 runs[side].append(await pairs[side][1]())
-        results = []
-        for (variant, _), values in zip(pairs, runs, strict=True):
-            result = Result(scenario, variant, metric, statistics.median(values), params, values)
-            self.results.append(result)
-            shown = ", ".join(f"{k}={v}" for k, v in params.items())
-            print(
-                f"  {scenario:<28} {variant:<22} {shown:<24} {result.value:>12.1f} {metric}",
-                flush=True,
-            )
-            results.append(result)
-        return results[0], results[1]
+        return (
+            self._record(scenario, ours[0], metric, runs[0], params),
+            self._record(scenario, baseline[0], metric, runs[1], params),
+        )
 
     def write(
         self, ratios: list[dict[str, Any]], path: Path = RESULTS, name: str | None = None
