@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 CHOICES = ("uvloop", "asyncio")
 
@@ -41,7 +44,9 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     pauses went from 16-39 ms to under 10 ms, and each such pause holds up every call."""
     gc.collect()
     gc.freeze()
-    if chosen() == "uvloop":
+    loop = chosen()
+    log.info("event loop: %s", loop)
+    if loop == "uvloop":
         import uvloop
 
         return uvloop.run(main)

@@ -152,7 +152,6 @@ def main(
     )
     settings = parse_settings(f"python -m {name}", env_prefix, default_listen)
     tracing.setup(name, asyncpg=asyncpg)
-    logging.getLogger(name).info("event loop: %s", event_loop.chosen())
     try:
         event_loop.run(run(settings))
     finally:

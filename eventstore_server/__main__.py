@@ -16,7 +16,6 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     settings = parse()
-    logging.getLogger("eventstore_server").info("event loop: %s", event_loop.chosen())
     tracing.setup("eventstore", grpc_client=False, asyncpg=True)
     try:
         event_loop.run(serve(settings))
