@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import os
 import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -26,6 +28,26 @@ BIN = _bin_dir()
 
 # PostgreSQL refuses to run as root; under root (containers, CI sandboxes) it runs as this user.
 UNPRIVILEGED_USER = "nobody"
+
+
+def _reachable_bin(bin_dir: Path) -> Path:
+    """`bin_dir`, or when some directory above it is closed to other users (a checkout in a
+    directory of `mktemp -d`, mode 0700), the bin directory of a copy of the installation in the
+    temp directory that UNPRIVILEGED_USER can reach. The copy is made once per installation and
+    kept: PostgreSQL finds its libraries and share files relative to its binaries."""
+    install = bin_dir.parent
+    if all(d.stat().st_mode & stat.S_IXOTH for d in (install, *install.parents)):
+        return bin_dir
+    postgres = (bin_dir / "postgres").stat()  # another version installed here: another copy
+    key = hashlib.sha256(f"{install}:{postgres.st_mtime_ns}:{postgres.st_size}".encode())
+    copy = Path(tempfile.gettempdir()) / f"localpg-install-{key.hexdigest()[:12]}"
+    if not (copy / "bin" / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix=f"{copy.name}-", dir=copy.parent))
+        shutil.copytree(install, staging / "pginstall", symlinks=True)
+        with contextlib.suppress(OSError):  # another process made it first
+            (staging / "pginstall").rename(copy)  # atomic: a copy that exists is whole
+        shutil.rmtree(staging, ignore_errors=True)
+    return copy / "bin"
 
 
 def free_port() -> int:
@@ -65,6 +87,7 @@ class LocalPostgres:
         }
         self._process: subprocess.Popen[bytes] | None = None
         self._user = UNPRIVILEGED_USER if os.geteuid() == 0 else None
+        self._bin = BIN if self._user is None else _reachable_bin(BIN)
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
 
     @property
@@ -88,7 +111,7 @@ class LocalPostgres:
             self.data_dir.parent.chmod(self.data_dir.parent.stat().st_mode | 0o711)
         subprocess.run(
             [
-                str(BIN / "initdb"),
+                str(self._bin / "initdb"),
                 "-D",
                 str(self.data_dir),
                 "-U",
@@ -109,7 +132,7 @@ class LocalPostgres:
         if not (self.data_dir / "PG_VERSION").exists():
             self._init()
         args = [
-            str(BIN / "postgres"),
+            str(self._bin / "postgres"),
             "-D",
             str(self.data_dir),
             "-p",
@@ -135,7 +158,7 @@ class LocalPostgres:
             if self._process.poll() is not None:
                 raise RuntimeError(f"postgres exited: {self.log_path.read_text()[-2000:]}")
             ready = subprocess.run(
-                [str(BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                [str(self._bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
                 check=False,
             )
             if ready.returncode == 0:
