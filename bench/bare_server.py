@@ -19,7 +19,7 @@ import grpc
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
 from contracts.eventstore.v1 import eventstore_pb2_grpc as pb_grpc
-from eventstore_client import event_loop
+from hosting import event_loop
 
 
 def sample_events(count: int, size: int = 100) -> list[pb.RecordedEvent]:

@@ -21,7 +21,7 @@ import asyncpg
 
 from eventstore_server.config import Limits
 from localpg import LocalPostgres
-from tests.support import ServerProcess, create_database, store_process
+from tools.processes import ServerProcess, create_database, store_process
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -7,11 +7,13 @@ import grpc
 from contracts.customer.v1 import customer_pb2, customer_pb2_grpc
 from customer_svc.domain.customer import CUSTOMER
 from customer_svc.entrypoints.grpc_server import CustomerServicer
-from customer_svc.service_layer.handlers import ORDER_EVENTS, Customers
-from eventstore_client import EventStoreClient, hosting
-from eventstore_client.hosting import ServiceSettings, serve
+from customer_svc.service_layer.handlers import ORDER_TYPES, Customers
+from eventstore_client import EventStoreClient
 from eventstore_client.repository import Repository
 from eventstore_client.subscription import SubscriptionRunner
+from hosting import service as hosting
+from hosting.service import serve
+from hosting.settings import ServiceSettings
 
 SUBSCRIBER = "customer_svc.orders"
 
@@ -22,7 +24,7 @@ async def run(settings: ServiceSettings) -> None:
     ) as client:
         customers = Customers(Repository(client, CUSTOMER, snapshot_every=settings.snapshot_every))
         orders = SubscriptionRunner(
-            client, SUBSCRIBER, customers.on_order_event, category="order", event_types=ORDER_EVENTS
+            client, SUBSCRIBER, customers.on_order_event, category="order", event_types=ORDER_TYPES
         )
 
         def register(server: grpc.aio.Server) -> list[str]:

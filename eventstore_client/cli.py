@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TextIO
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
@@ -96,79 +96,97 @@ async def _events(source: AsyncIterator[pb.RecordedEvent], printer: Printer) -> 
     return count
 
 
+async def _append(store: EventStoreClient, args: argparse.Namespace, printer: Printer) -> None:
+    data = args.data.encode() if args.data is not None else sys.stdin.buffer.read()
+    metadata = dict(item.split("=", 1) for item in args.metadata)
+    new = NewEvent(
+        args.type, data, metadata, args.content_type, **({"id": args.id} if args.id else {})
+    )
+    if args.expected_version is not None:
+        result = await store.append(args.stream, [new], expected_version=args.expected_version)
+    else:
+        result = await store.append(args.stream, [new], STATES[args.expected_state])
+    printer.result(
+        {
+            "stream": args.stream,
+            "version": result.version,
+            "position": result.position,
+            "id": new.id,
+        }
+    )
+
+
+async def _read(store: EventStoreClient, args: argparse.Namespace, printer: Printer) -> None:
+    await _events(
+        store.read_stream(args.stream, args.start, args.count, backwards=args.backwards), printer
+    )
+
+
+async def _read_all(store: EventStoreClient, args: argparse.Namespace, printer: Printer) -> None:
+    await _events(
+        store.read_all(args.after, args.count, category=args.category, event_types=args.type),
+        printer,
+    )
+
+
+async def _tail(store: EventStoreClient, args: argparse.Namespace, printer: Printer) -> None:
+    after = args.after if args.after is not None else (await store.stats()).head_position
+    target = {"stream": args.stream} if args.stream else {"category": args.category}
+    async for response in store.subscribe(after_position=after, event_types=args.type, **target):
+        for event in response.events:
+            printer.event(event)
+
+
+async def _stats(store: EventStoreClient, args: argparse.Namespace, printer: Printer) -> None:
+    stats = await store.stats()
+    printer.result(
+        {
+            "head_position": stats.head_position,
+            "events": stats.head_position,
+            "streams": stats.streams,
+            "subscribers": len(stats.subscribers),
+        }
+    )
+
+
+async def _subscribers(store: EventStoreClient, args: argparse.Namespace, printer: Printer) -> None:
+    stats = await store.stats()
+    rows = [
+        {
+            "name": s.name,
+            "position": s.position,
+            "lag": s.lag,
+            "updated_at": s.updated_at.ToJsonString(),
+        }
+        for s in stats.subscribers
+    ]
+    if printer.json:
+        for row in rows:
+            printer.result(row)
+        return
+    print(f"{'subscriber':<40} {'position':>10} {'lag':>8}  updated")
+    for row in rows:
+        name, position, lag = row["name"], row["position"], row["lag"]
+        print(f"{name:<40} {position:>10} {lag:>8}  {row['updated_at']}")
+
+
+Command = Callable[[EventStoreClient, argparse.Namespace, Printer], Awaitable[None]]
+COMMANDS: dict[str, Command] = {
+    "append": _append,
+    "read": _read,
+    "read-all": _read_all,
+    "tail": _tail,
+    "stats": _stats,
+    "streams": _stats,
+    "subscribers": _subscribers,
+}
+
+
 async def run(args: argparse.Namespace) -> int:
     printer = Printer(args.json)
     security = client_security(args)
     async with EventStoreClient(args.address, security=security, timeout=args.timeout) as store:
-        if args.command == "append":
-            data = args.data.encode() if args.data is not None else sys.stdin.buffer.read()
-            metadata = dict(item.split("=", 1) for item in args.metadata)
-            new = NewEvent(
-                args.type, data, metadata, args.content_type, **({"id": args.id} if args.id else {})
-            )
-            if args.expected_version is not None:
-                result = await store.append(
-                    args.stream, [new], expected_version=args.expected_version
-                )
-            else:
-                result = await store.append(args.stream, [new], STATES[args.expected_state])
-            printer.result(
-                {
-                    "stream": args.stream,
-                    "version": result.version,
-                    "position": result.position,
-                    "id": new.id,
-                }
-            )
-        elif args.command == "read":
-            await _events(
-                store.read_stream(args.stream, args.start, args.count, backwards=args.backwards),
-                printer,
-            )
-        elif args.command == "read-all":
-            await _events(
-                store.read_all(
-                    args.after, args.count, category=args.category, event_types=args.type
-                ),
-                printer,
-            )
-        elif args.command == "tail":
-            after = args.after if args.after is not None else (await store.stats()).head_position
-            target = {"stream": args.stream} if args.stream else {"category": args.category}
-            async for response in store.subscribe(
-                after_position=after, event_types=args.type, **target
-            ):
-                for event in response.events:
-                    printer.event(event)
-        elif args.command in ("stats", "streams"):
-            stats = await store.stats()
-            printer.result(
-                {
-                    "head_position": stats.head_position,
-                    "events": stats.head_position,
-                    "streams": stats.streams,
-                    "subscribers": len(stats.subscribers),
-                }
-            )
-        elif args.command == "subscribers":
-            stats = await store.stats()
-            rows = [
-                {
-                    "name": s.name,
-                    "position": s.position,
-                    "lag": s.lag,
-                    "updated_at": s.updated_at.ToJsonString(),
-                }
-                for s in stats.subscribers
-            ]
-            if printer.json:
-                for row in rows:
-                    printer.result(row)
-            else:
-                print(f"{'subscriber':<40} {'position':>10} {'lag':>8}  updated")
-                for row in rows:
-                    name, position, lag = row["name"], row["position"], row["lag"]
-                    print(f"{name:<40} {position:>10} {lag:>8}  {row['updated_at']}")
+        await COMMANDS[args.command](store, args, printer)
     return 0
 
 

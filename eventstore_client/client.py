@@ -160,15 +160,8 @@ class EventStoreClient:
         request = pb.ReadStreamRequest(
             stream=stream, from_version=from_version, max_count=max_count, backwards=backwards
         )
-        call = self._stub.ReadStream(request, timeout=self._timeout)
-        try:
-            async for response in call:
-                for event in response.events:
-                    yield event
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from None
-        finally:
-            call.cancel()  # a reader that stops early frees the server's side at once
+        async for event in self._events(self._stub.ReadStream(request, timeout=self._timeout)):
+            yield event
 
     async def read_stream_list(
         self, stream: str, from_version: int = 0, max_count: int = 0, *, backwards: bool = False
@@ -191,15 +184,8 @@ class EventStoreClient:
             category=category,
             event_types=list(event_types),
         )
-        call = self._stub.ReadAll(request, timeout=self._timeout)
-        try:
-            async for response in call:
-                for event in response.events:
-                    yield event
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from None
-        finally:
-            call.cancel()  # a reader that stops early frees the server's side at once
+        async for event in self._events(self._stub.ReadAll(request, timeout=self._timeout)):
+            yield event
 
     async def subscribe(
         self,
@@ -224,14 +210,8 @@ class EventStoreClient:
             request.category = category
         else:
             request.all.SetInParent()
-        call = self._stub.Subscribe(request)
-        try:
-            async for response in call:
-                yield response
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from None
-        finally:
-            call.cancel()  # a reader that stops early frees the server's side at once
+        async for response in self._responses(self._stub.Subscribe(request)):
+            yield response
 
     async def commit_checkpoint(
         self, subscriber: str, position: int, *, reset: bool = False
@@ -274,6 +254,25 @@ class EventStoreClient:
         """Head position, stream count and durable subscribers with their lag."""
         response: pb.GetStatsResponse = await self._unary(self._stub.GetStats, pb.GetStatsRequest())
         return response
+
+    @staticmethod
+    async def _responses(call: Any) -> AsyncGenerator[Any, None]:
+        """A server-streaming call's messages, with the store's errors typed; a reader that
+        stops early cancels the call, which frees the server's side at once."""
+        try:
+            async for response in call:
+                yield response
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        finally:
+            call.cancel()
+
+    @classmethod
+    async def _events(cls, call: Any) -> AsyncGenerator[pb.RecordedEvent, None]:
+        """The events of a reading call's pages, one by one."""
+        async for response in cls._responses(call):
+            for event in response.events:
+                yield event
 
     async def _unary(self, method: Any, request: Any) -> Any:
         try:

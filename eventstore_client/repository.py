@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Generic
 
 from eventstore_client.aggregate import AggregateType, Event, State
-from eventstore_client.client import EventStoreClient, NewEvent
+from eventstore_client.client import NewEvent
 from eventstore_client.errors import WrongExpectedVersionError
+from eventstore_client.store import EventStore
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class Repository(Generic[State, Event]):
 
     def __init__(
         self,
-        client: EventStoreClient,
+        client: EventStore,
         kind: AggregateType[State, Event],
         *,
         snapshot_every: int = 100,
@@ -113,7 +114,7 @@ class Repository(Generic[State, Event]):
         async for recorded in self._client.read_stream(
             kind.stream(aggregate_id), from_version=start + 1, max_count=count
         ):
-            event = kind.codec.decode(recorded.type, recorded.data)
+            event = kind.codec.decode(recorded.type, recorded.data, recorded.metadata)
             if event is not None:
                 state = kind.evolve(state, event)
             version = recorded.version
@@ -154,13 +155,15 @@ class Repository(Generic[State, Event]):
             metadata["causation_id"] = causation_id
         events = []
         for i, event in enumerate(decided):
-            type_name, data = self._kind.codec.encode(event)
+            type_name, data, versioned = self._kind.codec.encode(event)
             event_id = (
                 str(uuid.uuid5(uuid.NAMESPACE_URL, f"{causation_id}/{stream}/{i}"))
                 if causation_id
                 else str(uuid.uuid4())
             )
-            events.append(NewEvent(type_name, data, metadata, "application/json", event_id))
+            events.append(
+                NewEvent(type_name, data, {**metadata, **versioned}, "application/json", event_id)
+            )
         return events
 
     async def execute(

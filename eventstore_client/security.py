@@ -1,67 +1,24 @@
-"""TLS, client certificates and bearer tokens: what a server offers and what a client brings.
+"""What a client brings to the store: the CA of the server's certificate, optionally its own
+certificate (mutual TLS), optionally a bearer token.
 
 Plaintext is what you get when nothing is configured, which is right on one machine and
-nowhere else. A server with a certificate serves TLS; with a client CA as well it requires
-client certificates (mutual TLS). A client with a CA file connects over TLS; with a token it
-sends `authorization: Bearer <token>` on every call (only over TLS: gRPC refuses to send call
-credentials in the clear).
+nowhere else. With a CA file the client connects over TLS; with a token it sends
+`authorization: Bearer <token>` on every call (only over TLS: gRPC refuses to send call
+credentials in the clear). What a server offers is `hosting.security`.
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-AUTHORIZATION = "authorization"
-BEARER = "bearer "
-
 
 def _read(path: str) -> bytes:
     return Path(path).read_bytes()
-
-
-@dataclass(frozen=True)
-class ServerTLS:
-    """A server's certificate chain and key (PEM files); with `client_ca_file`, clients must
-    present a certificate signed by that CA."""
-
-    cert_file: str
-    key_file: str
-    client_ca_file: str = ""
-
-    def credentials(self) -> grpc.ServerCredentials:
-        return grpc.ssl_server_credentials(
-            [(_read(self.key_file), _read(self.cert_file))],
-            root_certificates=_read(self.client_ca_file) if self.client_ca_file else None,
-            require_client_auth=bool(self.client_ca_file),
-        )
-
-
-def server_tls(cert_file: str, key_file: str, client_ca_file: str = "") -> ServerTLS | None:
-    """None (plaintext) when no certificate is given; an error when only half of one is."""
-    if not cert_file and not key_file:
-        if client_ca_file:
-            raise ValueError("a client CA needs the server's own certificate and key as well")
-        return None
-    if not (cert_file and key_file):
-        raise ValueError("TLS needs both a certificate and its key")
-    return ServerTLS(cert_file, key_file, client_ca_file)
-
-
-def add_port(server: grpc.aio.Server, address: str, tls: ServerTLS | None) -> int:
-    """Listen on `address`, over TLS when configured; the bound port."""
-    if tls is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, tls.credentials())
-    if port == 0:
-        raise RuntimeError(f"cannot listen on {address}")
-    return port
 
 
 @dataclass(frozen=True)
@@ -115,78 +72,6 @@ class ChannelSecurity:
 PLAINTEXT = ChannelSecurity()
 
 
-class Tokens:
-    """Bearer tokens and the principals they stand for, read from a file of lines
-    `principal token` (blank lines and `#` comments ignored). A presented token is compared
-    with every known one in constant time, so timing tells nothing about how close it was."""
-
-    def __init__(self, entries: Sequence[tuple[str, str]]) -> None:
-        if not entries:
-            raise ValueError("no tokens")
-        self._entries = [(principal, token.encode()) for principal, token in entries]
-
-    @classmethod
-    def from_file(cls, path: str) -> Tokens:
-        entries = []
-        for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split()
-            if len(parts) != 2 or len(parts[1]) < 16:
-                raise ValueError(f"{path}:{number}: expected `principal token` (16+ characters)")
-            entries.append((parts[0], parts[1]))
-        return cls(entries)
-
-    def principal(self, token: str) -> str | None:
-        presented = token.encode()
-        found = None
-        for principal, known in self._entries:  # no early exit: same work for every token
-            if hmac.compare_digest(known, presented):
-                found = principal
-        return found
-
-
-def bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
-    """The token of an `authorization: Bearer ...` header, if any."""
-    for key, value in metadata or ():
-        if key == AUTHORIZATION and isinstance(value, str) and value.lower().startswith(BEARER):
-            return value[len(BEARER) :].strip()
-    return None
-
-
-# Calls that stay open without credentials: probes and service discovery.
-OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-
-
-class RequireToken(grpc.aio.ServerInterceptor):
-    """UNAUTHENTICATED for every call without a known bearer token, except health and
-    reflection. For servers that need to know that a caller is someone, not who."""
-
-    def __init__(self, tokens: Tokens) -> None:
-        self._tokens = tokens
-
-    async def intercept_service(
-        self,
-        continuation: Any,
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        method = handler_call_details.method
-        if method.startswith(OPEN_SERVICES):
-            return await continuation(handler_call_details)
-        token = bearer_token(handler_call_details.invocation_metadata)
-        if token is not None and self._tokens.principal(token) is not None:
-            return await continuation(handler_call_details)
-        return _refuse
-
-
-async def _refuse_call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
-
-
-_refuse: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(_refuse_call)
-
-
 # Flags for a connection to the store, shared by the CLI and the services.
 _CLIENT_FLAGS = [
     ("--eventstore-ca", "EVENTSTORE_CA_FILE", "CA (PEM) of the store's certificate: use TLS"),
@@ -201,6 +86,11 @@ def add_client_flags(parser: Any, environ: Mapping[str, str]) -> None:
     """Add the store-connection flags to an argparse parser, defaults from the environment."""
     for flag, env, text in _CLIENT_FLAGS:
         parser.add_argument(flag, default=environ.get(env, ""), help=f"{text} [${env}]")
+
+
+def client_flags() -> list[tuple[str, str]]:
+    """The store-connection settings as (flag, variable), for the README's tables."""
+    return [(flag, env) for flag, env, _ in _CLIENT_FLAGS]
 
 
 def client_security(args: Any) -> ChannelSecurity:

@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from eventstore_client import tracing
-from eventstore_client.client import EventStoreClient, RecordedEvent
+from eventstore_client.client import RecordedEvent
 from eventstore_client.errors import EventStoreError, UnavailableError
+from eventstore_client.store import EventStore
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class Checkpoints(Protocol):
 class StoreCheckpoints:
     """Checkpoints kept by the event store itself (durable subscribers)."""
 
-    def __init__(self, client: EventStoreClient) -> None:
+    def __init__(self, client: EventStore) -> None:
         self._client = client
 
     async def load(self, name: str) -> int:
@@ -53,7 +54,7 @@ class SubscriptionRunner:
 
     def __init__(
         self,
-        client: EventStoreClient,
+        client: EventStore,
         name: str,
         handler: Handler,
         *,

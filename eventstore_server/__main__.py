@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import os
 
-from eventstore_client import event_loop, tracing
 from eventstore_server.config import parse
 from eventstore_server.server import serve
+from hosting import event_loop, telemetry
 
 
 def main() -> None:
@@ -16,11 +16,11 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     settings = parse()
-    tracing.setup("eventstore", grpc_client=False, asyncpg=True)
+    telemetry.setup("eventstore", grpc_client=False, asyncpg=True)
     try:
         event_loop.run(serve(settings))
     finally:
-        tracing.shutdown()  # spans flushed before the process exits
+        telemetry.shutdown()  # spans flushed before the process exits
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ from typing import Any
 
 import grpc
 
-from eventstore_client.security import Tokens, bearer_token
 from eventstore_server.errors import PermissionDenied, Unauthenticated
+from hosting.security import Tokens, bearer_token
 
 OPERATIONS = ("append", "read", "subscribe", "checkpoint", "stats")
 ANONYMOUS = "anonymous"

@@ -6,8 +6,9 @@ import argparse
 import os
 from dataclasses import dataclass, field
 
-from eventstore_client.security import server_tls
 from eventstore_server.access import Access
+from hosting.flags import add_flags
+from hosting.security import server_tls
 
 MiB = 1024 * 1024
 
@@ -115,22 +116,8 @@ def parse(argv: list[str] | None = None, environ: dict[str, str] | None = None) 
         description="The event store: a gRPC server over PostgreSQL.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    for name, var, kind, text in _FLAGS:
-        parser.add_argument(
-            f"--{name.replace('_', '-')}",
-            dest=name,
-            type=kind,
-            default=kind(env.get(var, getattr(defaults, name))),
-            help=f"{text} [${var}]",
-        )
-    for name, var, text in _LIMIT_FLAGS:
-        parser.add_argument(
-            f"--{name.replace('_', '-')}",
-            dest=name,
-            type=int,
-            default=int(env.get(var, getattr(limit_defaults, name))),
-            help=f"{text} [${var}]",
-        )
+    add_flags(parser, _FLAGS, env, defaults)
+    add_flags(parser, [(n, var, int, text) for n, var, text in _LIMIT_FLAGS], env, limit_defaults)
     ns = vars(parser.parse_args(argv))
     limits = Limits(**{name: ns.pop(name) for name, _, _ in _LIMIT_FLAGS})
     settings = Settings(**ns, limits=limits)

@@ -148,6 +148,23 @@ class Reader:
                 return
             cursor = page.last + (-1 if backwards else 1)
 
+    async def read_all(
+        self, after: int, max_count: int, *, category: str = "", types: Sequence[str] = ()
+    ) -> AsyncIterator[Page]:
+        """Pages of the global log after `after`, up to the head as it is when the read starts
+        (`max_count` events at most; 0: no limit), optionally of one category and types."""
+        head = await self.head()
+        remaining = max_count or None
+        cursor = after
+        while cursor < head and (remaining is None or remaining > 0):
+            limit = self._page if remaining is None else min(self._page, remaining)
+            page = await self.page_after(cursor, head, limit, category=category, types=types)
+            if page.count:
+                yield page
+            if remaining is not None:
+                remaining -= page.count
+            cursor = head if page.exhausted else page.last
+
     async def page_after(
         self, after: int, until: int, limit: int, *, category: str = "", types: Sequence[str] = ()
     ) -> Page:

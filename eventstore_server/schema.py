@@ -13,9 +13,9 @@ from importlib import resources
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-log = logging.getLogger(__name__)
+from hosting.advisory_locks import AdvisoryLock
 
-MIGRATION_LOCK = 7354023980541
+log = logging.getLogger(__name__)
 
 
 def available() -> list[tuple[int, str, str]]:
@@ -32,7 +32,7 @@ async def migrate(conn: asyncpg.Connection | PoolConnectionProxy) -> list[str]:
     """Apply the missing migrations; returns the names applied."""
     applied: list[str] = []
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", int(AdvisoryLock.STORE_MIGRATIONS))
         await conn.execute(
             """CREATE TABLE IF NOT EXISTS es_schema_migrations (
                    version int PRIMARY KEY, name text NOT NULL,

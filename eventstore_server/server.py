@@ -5,17 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 
 import asyncpg
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health, health_pb2
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
-from eventstore_client.hosting import health_only_server
-from eventstore_client.security import add_port, server_tls
 from eventstore_server import metrics, schema
 from eventstore_server.access import Access
 from eventstore_server.config import Settings
@@ -23,6 +19,12 @@ from eventstore_server.reader import Reader
 from eventstore_server.service import EventStoreService, add_to_server
 from eventstore_server.tail import LiveTail
 from eventstore_server.writer import CONNECTION_ERRORS, GroupCommitWriter
+from hosting.grpc_server import (
+    add_health_and_reflection,
+    health_only_server,
+    until_signalled,
+)
+from hosting.security import add_port, server_tls
 
 log = logging.getLogger("eventstore_server")
 # While the database is down, asyncpg's pool logs a warning with a full traceback on every
@@ -133,16 +135,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
 
     server = grpc.aio.server(options=grpc_options(settings))
     add_to_server(EventStoreService(writer, reader, tail, settings.limits, access), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
-    )
+    health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
     port = add_port(server, settings.listen, tls)
     await server.start()
     health_server = None
@@ -157,13 +150,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         security = "mutual TLS"
     print(f"eventstore listening on {host}:{port} ({security})", flush=True)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if ready is not None:
-        ready.set()
-    await stop.wait()
+    await until_signalled(ready)
 
     log.info("shutting down: draining calls for up to %.1fs", settings.shutdown_grace)
     health_task.cancel()

@@ -8,14 +8,15 @@ interceptors such as OpenTelemetry's. The reading handlers yield pages that are 
 from __future__ import annotations
 
 import collections
+import functools
+import inspect
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
-from eventstore_client.hosting import refuse_malformed
 from eventstore_server import metrics
 from eventstore_server.access import ALL_STREAMS, Access
 from eventstore_server.config import Limits
@@ -40,6 +41,7 @@ from eventstore_server.validation import (
     stream_name,
 )
 from eventstore_server.writer import CONNECTION_ERRORS, GroupCommitWriter
+from hosting.interceptors import refuse_malformed
 
 # The generated servicer types contexts per method; one loose alias keeps signatures readable.
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -86,12 +88,49 @@ def _subscriber_name(name: str, limits: Limits) -> str:
     return stream_name(name, limits, "subscriber")
 
 
-async def _abort(context: Context, error: StoreError) -> None:
+async def _abort(context: Context, error: StoreError) -> NoReturn:
     await context.abort_with_status(error.to_status())
+    raise AssertionError("abort_with_status returned")
 
 
-def _database_error(exc: BaseException) -> StoreError:
+ANSWERED = (StoreError, ShuttingDown, *CONNECTION_ERRORS)
+
+
+def _as_store_error(exc: BaseException) -> StoreError:
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, ShuttingDown):
+        return Unavailable("the server is shutting down; subscribe again")
     return Unavailable(f"database unavailable: {exc.__class__.__name__}")
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def answers(handler: Handler) -> Handler:
+    """The one place a handler's failures become statuses: a refusal (`StoreError`) answers
+    with its code and ErrorInfo; a lost database connection, or a server shutting down under a
+    subscription, with UNAVAILABLE (the client may retry). Anything else is a bug: UNKNOWN."""
+    if inspect.isasyncgenfunction(handler):
+
+        @functools.wraps(handler)
+        async def streaming(self: Any, request: Any, context: Context) -> AsyncIterator[Any]:
+            try:
+                async for message in handler(self, request, context):
+                    yield message
+            except ANSWERED as exc:
+                await _abort(context, _as_store_error(exc))
+
+        return streaming  # type: ignore[return-value]
+
+    @functools.wraps(handler)
+    async def unary(self: Any, request: Any, context: Context) -> Any:
+        try:
+            return await handler(self, request, context)
+        except ANSWERED as exc:
+            await _abort(context, _as_store_error(exc))
+
+    return unary  # type: ignore[return-value]
 
 
 class EventStoreService:
@@ -112,11 +151,8 @@ class EventStoreService:
         self._access = access or Access()
         self._subscriptions: collections.Counter[str] = collections.Counter()  # per principal
 
-    async def Append(
-        self,
-        request: pb.AppendRequest,
-        context: Context,
-    ) -> pb.AppendResponse:
+    @answers
+    async def Append(self, request: pb.AppendRequest, context: Context) -> pb.AppendResponse:
         started = time.perf_counter()
         try:
             principal = self._access.principal(context)
@@ -125,96 +161,62 @@ class EventStoreService:
             result = await self._writer.append(command)
         except StoreError as error:
             metrics.APPENDS.labels(error.reason.lower()).inc()
-            await _abort(context, error)
+            raise
         metrics.APPENDS.labels("written").inc()
         metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
         return pb.AppendResponse(version=result.version, position=result.position)
 
+    @answers
     async def ReadStream(
-        self,
-        request: pb.ReadStreamRequest,
-        context: Context,
+        self, request: pb.ReadStreamRequest, context: Context
     ) -> AsyncIterator[bytes]:
-        try:
-            principal = self._access.principal(context)
-            stream = stream_name(request.stream, self._limits)
-            self._access.authorize(principal, "read", category_of(stream))
-            start = _position(request.from_version, "from_version")
-            count = _position(request.max_count, "max_count")
-            metrics.READS.labels("ReadStream").inc()
-            async for page in self._reader.read_stream(stream, start, count, request.backwards):
-                metrics.READ_EVENTS.labels("ReadStream").inc(page.count)
-                yield page.records
-        except StoreError as error:
-            await _abort(context, error)
-        except CONNECTION_ERRORS as exc:
-            await _abort(context, _database_error(exc))
+        principal = self._access.principal(context)
+        stream = stream_name(request.stream, self._limits)
+        self._access.authorize(principal, "read", category_of(stream))
+        start = _position(request.from_version, "from_version")
+        count = _position(request.max_count, "max_count")
+        metrics.READS.labels("ReadStream").inc()
+        async for page in self._reader.read_stream(stream, start, count, request.backwards):
+            metrics.READ_EVENTS.labels("ReadStream").inc(page.count)
+            yield page.records
 
-    async def ReadAll(
-        self,
-        request: pb.ReadAllRequest,
-        context: Context,
-    ) -> AsyncIterator[bytes]:
-        try:
-            principal = self._access.principal(context)
-            cursor = _position(request.after_position, "after_position")
-            remaining = _position(request.max_count, "max_count") or None
-            category = category_name(request.category, self._limits) if request.category else ""
-            self._access.authorize(principal, "read", category or ALL_STREAMS)
-            types = event_types(list(request.event_types), self._limits)
-            head = await self._reader.head()
-            metrics.READS.labels("ReadAll").inc()
-            page_size = self._limits.read_page_size
-            while cursor < head and (remaining is None or remaining > 0):
-                limit = page_size if remaining is None else min(page_size, remaining)
-                page = await self._reader.page_after(
-                    cursor, head, limit, category=category, types=types
-                )
-                if page.count:
-                    metrics.READ_EVENTS.labels("ReadAll").inc(page.count)
-                    yield page.records
-                if remaining is not None:
-                    remaining -= page.count
-                cursor = head if page.exhausted else page.last
-        except StoreError as error:
-            await _abort(context, error)
-        except CONNECTION_ERRORS as exc:
-            await _abort(context, _database_error(exc))
+    @answers
+    async def ReadAll(self, request: pb.ReadAllRequest, context: Context) -> AsyncIterator[bytes]:
+        principal = self._access.principal(context)
+        after = _position(request.after_position, "after_position")
+        count = _position(request.max_count, "max_count")
+        category = category_name(request.category, self._limits) if request.category else ""
+        self._access.authorize(principal, "read", category or ALL_STREAMS)
+        types = event_types(list(request.event_types), self._limits)
+        metrics.READS.labels("ReadAll").inc()
+        async for page in self._reader.read_all(after, count, category=category, types=types):
+            metrics.READ_EVENTS.labels("ReadAll").inc(page.count)
+            yield page.records
 
+    @answers
     async def Subscribe(
-        self,
-        request: pb.SubscribeRequest,
-        context: Context,
+        self, request: pb.SubscribeRequest, context: Context
     ) -> AsyncIterator[bytes]:
-        counted: str | None = None  # the principal this subscription is counted against
+        principal = self._access.principal(context)
+        target, after = await self._subscription(request, principal)
+        most = self._limits.max_subscriptions_per_principal
+        if self._subscriptions[principal] >= most:
+            raise ResourceExhausted(
+                f"{principal} has {most} subscriptions open, the most allowed at once"
+            )
+        self._subscriptions[principal] += 1
+        metrics.READS.labels("Subscribe").inc()
+        metrics.SUBSCRIPTIONS.inc()
         try:
-            principal = self._access.principal(context)
-            target, after = await self._subscription(request, principal)
-            most = self._limits.max_subscriptions_per_principal
-            if self._subscriptions[principal] >= most:
-                raise ResourceExhausted(
-                    f"{principal} has {most} subscriptions open, the most allowed at once"
-                )
-            self._subscriptions[principal] += 1
-            counted = principal
-            metrics.READS.labels("Subscribe").inc()
-            metrics.SUBSCRIPTIONS.inc()
             async for message in subscribe(
                 self._reader, self._tail, target, after, self._limits.read_page_size
             ):
                 yield message
-        except StoreError as error:
-            await _abort(context, error)
-        except ShuttingDown:
-            await _abort(context, Unavailable("the server is shutting down; subscribe again"))
-        except CONNECTION_ERRORS as exc:
-            await _abort(context, _database_error(exc))
         finally:
-            if counted is not None:
-                self._subscriptions[counted] -= 1
-                if not self._subscriptions[counted]:
-                    del self._subscriptions[counted]
-                metrics.SUBSCRIPTIONS.dec()
+            self._subscriptions[principal] -= 1
+            if not self._subscriptions[principal]:
+                del self._subscriptions[principal]
+            metrics.SUBSCRIPTIONS.dec()
 
     async def _subscription(
         self, request: pb.SubscribeRequest, principal: str
@@ -247,105 +249,73 @@ class EventStoreService:
             after = max(after, stored or 0)
         return target, after
 
+    @answers
     async def CommitCheckpoint(
-        self,
-        request: pb.CommitCheckpointRequest,
-        context: Context,
+        self, request: pb.CommitCheckpointRequest, context: Context
     ) -> pb.CommitCheckpointResponse:
-        try:
-            principal = self._access.principal(context)
-            name = _subscriber_name(request.subscriber, self._limits)
-            self._access.authorize(principal, "checkpoint", name)
-            position = _position(request.position, "position")
-            stored = await self._reader.commit_checkpoint(name, position, request.reset)
-        except StoreError as error:
-            await _abort(context, error)
-        except CONNECTION_ERRORS as exc:
-            await _abort(context, _database_error(exc))
+        principal = self._access.principal(context)
+        name = _subscriber_name(request.subscriber, self._limits)
+        self._access.authorize(principal, "checkpoint", name)
+        position = _position(request.position, "position")
+        stored = await self._reader.commit_checkpoint(name, position, request.reset)
         return pb.CommitCheckpointResponse(position=stored)
 
+    @answers
     async def GetCheckpoint(
-        self,
-        request: pb.GetCheckpointRequest,
-        context: Context,
+        self, request: pb.GetCheckpointRequest, context: Context
     ) -> pb.GetCheckpointResponse:
-        try:
-            principal = self._access.principal(context)
-            name = _subscriber_name(request.subscriber, self._limits)
-            self._access.authorize(principal, "checkpoint", name)
-            stored = await self._reader.checkpoint(name)
-        except StoreError as error:
-            await _abort(context, error)
-        except CONNECTION_ERRORS as exc:
-            await _abort(context, _database_error(exc))
+        principal = self._access.principal(context)
+        name = _subscriber_name(request.subscriber, self._limits)
+        self._access.authorize(principal, "checkpoint", name)
+        stored = await self._reader.checkpoint(name)
         if stored is None:
             return pb.GetCheckpointResponse(found=False)
         return pb.GetCheckpointResponse(found=True, position=stored)
 
+    @answers
     async def SaveSnapshot(
-        self,
-        request: pb.SaveSnapshotRequest,
-        context: Context,
+        self, request: pb.SaveSnapshotRequest, context: Context
     ) -> pb.SaveSnapshotResponse:
-        try:
-            principal = self._access.principal(context)
-            stream = stream_name(request.stream, self._limits)
-            self._access.authorize(principal, "append", category_of(stream))
-            if request.version < 1 or request.version > MAX_INT64:
-                raise InvalidArgument("a snapshot's version must be at least 1", field="version")
-            if not request.type:
-                raise InvalidArgument("a snapshot needs a type", field="type")
-            event_types([request.type], self._limits)
-            metadata, size = metadata_json(request.metadata, self._limits, "metadata")
-            if len(request.data) + size > self._limits.max_append_size:
-                raise InvalidArgument(
-                    "the snapshot is larger than the append size limit", field="data"
-                )
-            current = await self._reader.save_snapshot(
-                stream, request.version, request.type, request.data, metadata
+        principal = self._access.principal(context)
+        stream = stream_name(request.stream, self._limits)
+        self._access.authorize(principal, "append", category_of(stream))
+        if request.version < 1 or request.version > MAX_INT64:
+            raise InvalidArgument("a snapshot's version must be at least 1", field="version")
+        if not request.type:
+            raise InvalidArgument("a snapshot needs a type", field="type")
+        event_types([request.type], self._limits)
+        metadata, size = metadata_json(request.metadata, self._limits, "metadata")
+        if len(request.data) + size > self._limits.max_append_size:
+            raise InvalidArgument("the snapshot is larger than the append size limit", field="data")
+        current = await self._reader.save_snapshot(
+            stream, request.version, request.type, request.data, metadata
+        )
+        if current is None:
+            raise NotFound(f"stream {stream!r} does not exist", stream=stream)
+        if request.version > current:
+            raise FailedPrecondition(
+                f"stream {stream!r} is at version {current}, "
+                f"below the snapshot's {request.version}",
+                stream=stream,
+                actual=str(current),
             )
-            if current is None:
-                raise NotFound(f"stream {stream!r} does not exist", stream=stream)
-            if request.version > current:
-                raise FailedPrecondition(
-                    f"stream {stream!r} is at version {current}, "
-                    f"below the snapshot's {request.version}",
-                    stream=stream,
-                    actual=str(current),
-                )
-        except StoreError as error:
-            await _abort(context, error)
-        except CONNECTION_ERRORS as exc:
-            await _abort(context, _database_error(exc))
         return pb.SaveSnapshotResponse()
 
+    @answers
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.GetStatsResponse:
-        try:
-            self._access.authorize(self._access.principal(context), "stats", ALL_STREAMS)
-            return await self._reader.stats()
-        except StoreError as error:
-            await _abort(context, error)
-            raise
-        except CONNECTION_ERRORS as exc:
-            await _abort(context, _database_error(exc))
-            raise
+        self._access.authorize(self._access.principal(context), "stats", ALL_STREAMS)
+        return await self._reader.stats()
 
+    @answers
     async def ReadSnapshot(
-        self,
-        request: pb.ReadSnapshotRequest,
-        context: Context,
+        self, request: pb.ReadSnapshotRequest, context: Context
     ) -> pb.ReadSnapshotResponse:
-        try:
-            principal = self._access.principal(context)
-            stream = stream_name(request.stream, self._limits)
-            self._access.authorize(principal, "read", category_of(stream))
-            snapshot = await self._reader.read_snapshot(
-                stream, _position(request.max_version, "max_version")
-            )
-        except StoreError as error:
-            await _abort(context, error)
-        except CONNECTION_ERRORS as exc:
-            await _abort(context, _database_error(exc))
+        principal = self._access.principal(context)
+        stream = stream_name(request.stream, self._limits)
+        self._access.authorize(principal, "read", category_of(stream))
+        snapshot = await self._reader.read_snapshot(
+            stream, _position(request.max_version, "max_version")
+        )
         if snapshot is None:
             return pb.ReadSnapshotResponse(found=False)
         return pb.ReadSnapshotResponse(found=True, snapshot=snapshot)

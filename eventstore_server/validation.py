@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_server.config import Limits
 from eventstore_server.errors import InvalidArgument
+from eventstore_server.sql_codes import Expectation
 
-ANY, NO_STREAM, STREAM_EXISTS = -1, -2, -3
-EXPECTED_NAMES = {ANY: "any", NO_STREAM: "no stream", STREAM_EXISTS: "stream exists"}
+ANY, NO_STREAM, STREAM_EXISTS = Expectation.ANY, Expectation.NO_STREAM, Expectation.STREAM_EXISTS
 MAX_INT64 = 2**63 - 1
 
 # No whitespace or control characters; a stream's category is what stands before the first '-'.

@@ -23,10 +23,11 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, NonRecordingSpan, set_span_in_context
 from opentelemetry.util.types import AttributeValue
 
-from eventstore_client import tracing
 from eventstore_server import metrics
 from eventstore_server.errors import DuplicateEventId, StoreError, Unavailable, WrongExpectedVersion
-from eventstore_server.validation import EXPECTED_NAMES, AppendCommand
+from eventstore_server.sql_codes import Expectation, Outcome
+from eventstore_server.validation import AppendCommand
+from hosting import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,6 @@ APPEND_BATCH = (
     "SELECT outcome, out_version, out_position"
     " FROM es_append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 )
-
-WRITTEN, DUPLICATE, WRONG_VERSION, ID_TAKEN = 0, 1, 2, 3
 
 # Queued events from which a batch is worth writing without a commit delay: a transaction's own
 # cost (about 0.5 ms of PostgreSQL CPU) is then under a third of the batch's.
@@ -146,7 +145,7 @@ class GroupCommitWriter:
             raise Unavailable("the server is shutting down")
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         size = sum(len(e.head) + len(e.metadata) for e in command.events)
-        self._queue.append(_Pending(command, future, size, tracing.current_link()))
+        self._queue.append(_Pending(command, future, size, telemetry.current_link()))
         self._wakeup.set()
         # A cancelled caller cancels the future; the writer skips it unless already written.
         return await future
@@ -289,19 +288,19 @@ class GroupCommitWriter:
         head = 0
         for item, row in zip(batch, rows, strict=True):
             outcome = row["outcome"]
-            if outcome == WRITTEN:
+            if outcome == Outcome.WRITTEN:
                 head = max(head, row["out_position"])
                 metrics.EVENTS_WRITTEN.inc(len(item.command.events))
                 _resolve(item, AppendResult(row["out_version"], row["out_position"], True))
-            elif outcome == DUPLICATE:
+            elif outcome == Outcome.DUPLICATE:
                 _resolve(item, AppendResult(row["out_version"], row["out_position"], False))
-            elif outcome == WRONG_VERSION:
+            elif outcome == Outcome.WRONG_VERSION:
                 expected = item.command.expected
                 _reject(
                     item,
                     WrongExpectedVersion(
                         item.command.stream,
-                        EXPECTED_NAMES.get(expected, str(expected)),
+                        Expectation(expected).label if expected < 0 else str(expected),
                         row["out_version"],
                     ),
                 )
@@ -330,7 +329,7 @@ def _arguments(batch: list[_Pending]) -> tuple[list[Any], ...]:
     for a, item in enumerate(batch, 1):
         c = item.command
         streams.append(c.stream)
-        expected.append(c.expected)
+        expected.append(int(c.expected))
         counts.append(len(c.events))
         event_append.extend([a] * len(c.events))
         event_index.extend(range(1, len(c.events) + 1))

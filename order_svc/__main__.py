@@ -8,11 +8,13 @@ import asyncpg
 import grpc
 
 from contracts.order.v1 import order_pb2, order_pb2_grpc
-from eventstore_client import EventStoreClient, hosting
+from eventstore_client import EventStoreClient
 from eventstore_client.client import RecordedEvent
-from eventstore_client.hosting import ServiceSettings, serve
 from eventstore_client.repository import Repository
 from eventstore_client.subscription import SubscriptionRunner
+from hosting import service as hosting
+from hosting.service import serve
+from hosting.settings import ServiceSettings
 from order_svc.adapters.read_model import CustomerOrdersView
 from order_svc.domain.order import ORDER
 from order_svc.entrypoints.grpc_server import OrderServicer

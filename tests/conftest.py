@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 
 from eventstore_client import EventStoreClient
-from tests.support import ServerProcess, create_database, postgres_server, store_process
+from tools.processes import ServerProcess, create_database, postgres_server, store_process
 
 
 @pytest.fixture(scope="session")

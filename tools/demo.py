@@ -20,7 +20,7 @@ from contracts.customer.v1 import customer_pb2_grpc
 from contracts.order.v1 import order_pb2 as opb
 from contracts.order.v1 import order_pb2_grpc
 from eventstore_client import EventStoreClient
-from tests.support import ROOT, health_status
+from tools.processes import ROOT, health_status
 
 STORE = f"127.0.0.1:{os.environ.get('EVENTSTORE_PORT', '50051')}"
 CUSTOMERS = f"127.0.0.1:{os.environ.get('CUSTOMER_PORT', '50052')}"

@@ -15,9 +15,9 @@ import sys
 import time
 
 from localpg import free_port
-from tests.k8s.manifests import APPS, local_process
-from tests.support import ROOT, create_database, health_status, postgres_server
 from tools import podman_image
+from tools.manifests import APPS, local_process
+from tools.processes import ROOT, create_database, health_status, postgres_server
 
 CONTAINER_PREFIX = "pg-eventstore-e2e-"
 

@@ -11,7 +11,7 @@ import sys
 import time
 
 from localpg import free_port
-from tests.support import ROOT, health_status
+from tools.processes import ROOT, health_status
 
 SERVICES = {"eventstore": 50051, "customer": 50052, "order": 50053}
 

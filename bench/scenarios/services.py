@@ -22,7 +22,7 @@ from customer_svc.domain import customer
 from customer_svc.domain.customer import CUSTOMER
 from eventstore_client import EventStoreClient, NewEvent
 from eventstore_client.repository import Loaded, Repository
-from tests.support import ServerProcess
+from tools.processes import ServerProcess
 
 # The aggregate-load histories live in a category no service follows: written into `customer`,
 # they would be a backlog for order_svc's saga subscription while other scenarios are timed.

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from event_contracts.customer import CUSTOMER_EVENTS
 from eventstore_client.aggregate import AggregateType, EventCodec
 
 
@@ -161,7 +162,9 @@ CUSTOMER: AggregateType[Customer, CustomerEvent] = AggregateType(
     category="customer",
     initial=Customer,
     evolve=evolve,
-    codec=EventCodec([CustomerCreated, CreditReserved, CreditLimitExceeded, CreditReleased]),
+    codec=EventCodec(
+        [CustomerCreated, CreditReserved, CreditLimitExceeded, CreditReleased], CUSTOMER_EVENTS
+    ),
     snapshot_schema=1,
     to_snapshot=to_snapshot,
     from_snapshot=from_snapshot,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import grpc
 
@@ -11,11 +10,9 @@ from contracts.customer.v1 import customer_pb2 as pb
 from contracts.customer.v1 import customer_pb2_grpc as pb_grpc
 from customer_svc.domain.customer import Customer, DomainError
 from customer_svc.service_layer.handlers import Customers
-from eventstore_client.errors import EventStoreError
-from eventstore_client.hosting import is_uuid
 from eventstore_client.repository import ConcurrencyError, Loaded
-
-Context = grpc.aio.ServicerContext[Any, Any]
+from hosting.errors import Context, Refused, answers
+from hosting.validation import require_uuid
 
 
 def to_message(loaded: Loaded[Customer]) -> pb.Customer:
@@ -30,42 +27,27 @@ def to_message(loaded: Loaded[Customer]) -> pb.Customer:
     )
 
 
-async def _fail(context: Context, error: Exception) -> None:
-    if isinstance(error, DomainError):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-    if isinstance(error, ConcurrencyError):
-        await context.abort(grpc.StatusCode.ABORTED, str(error))
-    if isinstance(error, EventStoreError):
-        await context.abort(error.code, f"event store: {error.message}")
-    raise error
+ERRORS = {DomainError: grpc.StatusCode.INVALID_ARGUMENT, ConcurrencyError: grpc.StatusCode.ABORTED}
 
 
 class CustomerServicer(pb_grpc.CustomerServiceServicer):
     def __init__(self, customers: Customers) -> None:
         self._customers = customers
 
+    @answers(ERRORS)
     async def CreateCustomer(
         self, request: pb.CreateCustomerRequest, context: Context
     ) -> pb.Customer:
         customer_id = request.customer_id or str(uuid.uuid4())
-        if not is_uuid(customer_id):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "customer_id must be a UUID")
-        try:
-            return to_message(
-                await self._customers.create(customer_id, request.name, request.credit_limit)
-            )
-        except (DomainError, ConcurrencyError, EventStoreError) as error:
-            await _fail(context, error)
-            raise
+        require_uuid(("customer_id", customer_id))
+        return to_message(
+            await self._customers.create(customer_id, request.name, request.credit_limit)
+        )
 
+    @answers(ERRORS)
     async def GetCustomer(self, request: pb.GetCustomerRequest, context: Context) -> pb.Customer:
-        if not is_uuid(request.customer_id):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "customer_id must be a UUID")
-        try:
-            loaded = await self._customers.get(request.customer_id)
-        except EventStoreError as error:
-            await _fail(context, error)
-            raise
+        require_uuid(("customer_id", request.customer_id))
+        loaded = await self._customers.get(request.customer_id)
         if not loaded.state.exists:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no customer {request.customer_id}")
+            raise Refused(grpc.StatusCode.NOT_FOUND, f"no customer {request.customer_id}")
         return to_message(loaded)

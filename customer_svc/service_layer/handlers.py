@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from contracts.order.v1 import events_pb2 as order_events
 from customer_svc.adapters.metrics import CREDIT_DECISIONS
 from customer_svc.domain import customer
 from customer_svc.domain.customer import Customer, CustomerEvent
+from event_contracts.order import ORDER_EVENTS
 from eventstore_client.client import RecordedEvent
-from eventstore_client.hosting import is_uuid
 from eventstore_client.repository import Loaded, Repository
+from hosting.validation import is_uuid
 
 log = logging.getLogger(__name__)
 
@@ -19,9 +22,6 @@ DECISIONS = {
     "CreditLimitExceeded": "refused",
     "CreditReleased": "released",
 }
-
-# The order events this service reacts to (its subscription's filter).
-ORDER_EVENTS = ("OrderCreated", "OrderCancelled")
 
 
 class Customers:
@@ -39,26 +39,39 @@ class Customers:
 
     async def on_order_event(self, event: RecordedEvent) -> None:
         """The saga's customer side: answer each new order once, release cancelled ones."""
-        fields = json.loads(event.data)
-        customer_id, order_id = fields["customer_id"], fields["order_id"]
+        message = ORDER_EVENTS.decode(event.type, event.data, event.metadata)
+        react = REACTIONS.get(type(message))
+        if message is None or react is None:
+            return  # not an order event this service reacts to
+        customer_id = message.customer_id  # type: ignore[attr-defined]
         if not is_uuid(customer_id):
             # order_svc accepts only UUIDs; anything else cannot name a customer stream.
             log.error(
                 "ignoring %s %s: customer id %r is not a UUID", event.type, event.id, customer_id
             )
             return
-        if event.type == "OrderCreated":
-            total = int(fields["total"])
-            executed = await self._repository.execute(
-                customer_id,
-                lambda s: customer.reserve_credit(s, order_id, total),
-                causation_id=event.id,
-            )
-        elif event.type == "OrderCancelled":
-            executed = await self._repository.execute(
-                customer_id, lambda s: customer.release_credit(s, order_id), causation_id=event.id
-            )
-        else:
-            return
+        executed = await self._repository.execute(
+            customer_id, react(message), causation_id=event.id
+        )
         for decided in executed.events:
             CREDIT_DECISIONS.labels(DECISIONS[type(decided).__name__]).inc()
+
+
+Command = Callable[[Customer], Sequence[CustomerEvent]]
+
+
+def _reserve(created: order_events.OrderCreated) -> Command:
+    return lambda state: customer.reserve_credit(state, created.order_id, created.total)
+
+
+def _release(cancelled: order_events.OrderCancelled) -> Command:
+    return lambda state: customer.release_credit(state, cancelled.order_id)
+
+
+# What each order event asks of the customer: a handler table, by contract message.
+REACTIONS: dict[type[Any], Callable[[Any], Command]] = {
+    order_events.OrderCreated: _reserve,
+    order_events.OrderCancelled: _release,
+}
+# The order events this service reacts to (its subscription's filter).
+ORDER_TYPES = tuple(message.DESCRIPTOR.name for message in REACTIONS)

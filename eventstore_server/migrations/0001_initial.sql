@@ -1,4 +1,10 @@
 -- The event store's tables and its batch-append function.
+--
+-- es_append_batch below is its FIRST version, kept as it was applied. The version that runs
+-- now is the last migration that redefines it (0002_leaner_append_batch.sql at the time of
+-- writing: `grep -l "FUNCTION es_append_batch" eventstore_server/migrations/*.sql | tail -1`).
+-- The numbers it shares with Python (outcome and expectation codes, the writer lock id,
+-- protobuf field numbers) are pinned by tests/unit/test_sql_seams.py.
 
 -- The global head: the position of the last committed event. Updated only by the writer while it
 -- holds the writer lock, so positions are gap-free and increase in commit order.

@@ -8,15 +8,16 @@ changes the view exactly once.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
+from contracts.order.v1 import events_pb2 as events
+from event_contracts.order import ORDER_EVENTS
 from eventstore_client.client import RecordedEvent
-
-SETUP_LOCK = 7354023980601
-STATES = {"OrderApproved": "APPROVED", "OrderRejected": "REJECTED", "OrderCancelled": "CANCELLED"}
+from hosting.advisory_locks import AdvisoryLock
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,9 @@ class CustomerOrdersView:
     async def setup(self) -> None:
         s = self._schema
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", SETUP_LOCK)
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1)", int(AdvisoryLock.ORDER_VIEW_SETUP)
+            )
             await conn.execute(
                 f"""CREATE SCHEMA IF NOT EXISTS {s};
                 CREATE TABLE IF NOT EXISTS {s}.customer_orders (
@@ -61,8 +64,9 @@ class CustomerOrdersView:
         return None
 
     async def apply(self, name: str, event: RecordedEvent) -> None:
+        message = ORDER_EVENTS.decode(event.type, event.data, event.metadata)
+        change = _CHANGES.get(type(message))
         s = self._schema
-        fields = json.loads(event.data)
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 f"INSERT INTO {s}.checkpoints VALUES ($1, 0) ON CONFLICT DO NOTHING", name
@@ -72,29 +76,8 @@ class CustomerOrdersView:
             )
             if event.position <= done:
                 return  # applied already (a redelivery, or another replica got here first)
-            order_id = fields["order_id"]
-            if event.type == "OrderCreated":
-                await conn.execute(
-                    f"""INSERT INTO {s}.customer_orders
-                            (order_id, customer_id, total, state, version)
-                        VALUES ($1, $2, $3, 'PENDING', $4) ON CONFLICT (order_id) DO NOTHING""",
-                    order_id,
-                    fields["customer_id"],
-                    int(fields["total"]),
-                    event.version,
-                )
-            else:
-                state = STATES.get(event.type)
-                if state is not None:
-                    await conn.execute(
-                        f"""UPDATE {s}.customer_orders
-                            SET state = $2, rejection_reason = $3, version = $4, updated_at = now()
-                            WHERE order_id = $1""",
-                        order_id,
-                        state,
-                        fields.get("reason", ""),
-                        event.version,
-                    )
+            if change is not None:
+                await change(conn, s, message, event.version)
             await conn.execute(
                 f"UPDATE {s}.checkpoints SET position = $2 WHERE name = $1", name, event.position
             )
@@ -106,3 +89,42 @@ class CustomerOrdersView:
             customer_id,
         )
         return [OrderRow(**dict(r)) for r in rows]
+
+
+async def _created(
+    conn: asyncpg.Connection, s: str, created: events.OrderCreated, version: int
+) -> None:
+    await conn.execute(
+        f"""INSERT INTO {s}.customer_orders (order_id, customer_id, total, state, version)
+            VALUES ($1, $2, $3, 'PENDING', $4) ON CONFLICT (order_id) DO NOTHING""",
+        created.order_id,
+        created.customer_id,
+        created.total,
+        version,
+    )
+
+
+def _moved_to(state: str) -> Callable[..., Awaitable[None]]:
+    """An event that moves the order to `state` (with the rejection's reason, if it has one)."""
+
+    async def change(conn: asyncpg.Connection, s: str, message: Any, version: int) -> None:
+        await conn.execute(
+            f"""UPDATE {s}.customer_orders
+                SET state = $2, rejection_reason = $3, version = $4, updated_at = now()
+                WHERE order_id = $1""",
+            message.order_id,
+            state,
+            getattr(message, "reason", ""),
+            version,
+        )
+
+    return change
+
+
+# How each order event changes the view: a handler table, by contract message.
+_CHANGES: dict[type[Any], Callable[..., Awaitable[None]]] = {
+    events.OrderCreated: _created,
+    events.OrderApproved: _moved_to("APPROVED"),
+    events.OrderRejected: _moved_to("REJECTED"),
+    events.OrderCancelled: _moved_to("CANCELLED"),
+}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from event_contracts.order import ORDER_EVENTS
 from eventstore_client.aggregate import AggregateType, EventCodec
 
 
@@ -21,7 +22,10 @@ class OrderError(Exception):
 
 
 class OrderNotFound(OrderError):
-    pass
+    """No order with this id (the exception's argument)."""
+
+    def __str__(self) -> str:
+        return f"no order {self.args[0]}"
 
 
 class State(StrEnum):
@@ -156,7 +160,7 @@ ORDER: AggregateType[Order, OrderEvent] = AggregateType(
     category="order",
     initial=Order,
     evolve=evolve,
-    codec=EventCodec([OrderCreated, OrderApproved, OrderRejected, OrderCancelled]),
+    codec=EventCodec([OrderCreated, OrderApproved, OrderRejected, OrderCancelled], ORDER_EVENTS),
     snapshot_schema=1,
     to_snapshot=to_snapshot,
     from_snapshot=from_snapshot,

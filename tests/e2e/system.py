@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from localpg import free_port
-from tests.support import ServerProcess, store_process
+from tools.processes import ServerProcess, store_process
 
 # `make kind-test` and `make image-test` set these to the running system's gRPC addresses.
 TARGET_VARIABLES = ("E2E_EVENTSTORE", "E2E_CUSTOMER", "E2E_ORDER")

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from contracts.order.v1 import order_pb2 as opb
 from tests.e2e.saga import Stubs, connect, new_customer, place, quiet_invariant, settled
 from tests.e2e.system import local_only, start_system
-from tests.support import ServerProcess, TcpProxy, store_process
+from tests.support import TcpProxy
+from tools.processes import ServerProcess, store_process
 
 pytestmark = local_only
 

@@ -15,8 +15,8 @@ from localpg import free_port
 from tests.e2e.saga import connect, settled
 from tests.e2e.system import local_only
 from tests.integration.test_metrics import scrape
-from tests.k8s.manifests import APPS, KUBECTL, local_process
-from tests.support import ServerProcess
+from tools.manifests import APPS, KUBECTL, local_process
+from tools.processes import ServerProcess
 
 pytestmark = [
     pytest.mark.skipif(KUBECTL is None, reason="kubectl is needed to render the kind overlay"),

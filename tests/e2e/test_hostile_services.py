@@ -21,7 +21,7 @@ from eventstore_client import EventStoreClient
 from tests.e2e.system import System, local_only, start_system
 from tests.integration.test_hostile_input import CLEAR as STORE_CLEAR
 from tests.integration.test_hostile_input import HOSTILE
-from tests.support import health_status
+from tools.processes import health_status
 
 pytestmark = local_only
 

@@ -25,7 +25,7 @@ from tests.e2e.saga import (
 )
 from tests.e2e.system import Endpoints, local_only, start_system
 from tests.integration.test_metrics import scrape
-from tests.support import wait_until
+from tools.processes import wait_until
 
 
 async def test_twenty_concurrent_orders_against_a_limit_of_ten(stubs: Stubs) -> None:

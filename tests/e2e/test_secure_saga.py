@@ -20,8 +20,8 @@ from eventstore_client.security import ChannelSecurity
 from tests.e2e.saga import Stubs, one_approved_one_rejected, quiet_invariant
 from tests.e2e.system import local_only
 from tests.integration.test_security import POLICY
-from tests.support import ServerProcess, store_process
 from tests.tls import Authority
+from tools.processes import ServerProcess, store_process
 
 pytestmark = local_only
 

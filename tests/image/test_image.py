@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from localpg import free_port
-from tests.k8s.manifests import APPS, local_process, render, workload
-from tests.support import health_status, wait_until
 from tools import podman_image
+from tools.manifests import APPS, local_process, render, workload
+from tools.processes import health_status, wait_until
 
 pytestmark = pytest.mark.skipif(
     "E2E_IMAGE" not in os.environ, reason="needs the image built by podman: make image-test"

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from tests.support import ROOT
+from tools.processes import ROOT
 
 
 def test_every_benchmark_scenario_runs(postgres_server_url: str) -> None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from tests.support import ServerProcess, unique
+from tools.processes import ServerProcess, unique
 
 
 def cli(

@@ -20,7 +20,8 @@ from eventstore_client import EventStoreClient, NewEvent
 from eventstore_client.errors import EventStoreError
 from localpg import LocalPostgres, free_port
 from tests.integration.test_metrics import scrape, value
-from tests.support import ServerProcess, create_database, health_status, store_process, until
+from tests.support import until
+from tools.processes import ServerProcess, create_database, health_status, store_process
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
-from tests.support import ServerProcess, health_status, store_process
+from tools.processes import ServerProcess, health_status, store_process
 
 CLEAR = {
     grpc.StatusCode.OK,

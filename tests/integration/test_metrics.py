@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from eventstore_client import EventStoreClient, NewEvent
 from localpg import free_port
-from tests.support import store_process, unique, wait_until
+from tools.processes import store_process, unique, wait_until
 
 
 def scrape(port: int) -> str:

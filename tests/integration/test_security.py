@@ -20,8 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from eventstore_client import EventStoreClient, NewEvent
 from eventstore_client.errors import EventStoreError
 from eventstore_client.security import ChannelSecurity
-from tests.support import ROOT, ServerProcess, store_process, unique
 from tests.tls import Authority
+from tools.processes import ROOT, ServerProcess, store_process, unique
 
 POLICY = ROOT / "k8s" / "components" / "secure" / "access-policy.json"
 T = TypeVar("T")

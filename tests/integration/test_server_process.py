@@ -8,6 +8,7 @@ import os
 import signal
 from collections.abc import Callable
 
+import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -19,7 +20,8 @@ from eventstore_client import (
     UnavailableError,
     WrongExpectedVersionError,
 )
-from tests.support import ServerProcess, health_status, store_process, unique
+from eventstore_server import schema
+from tools.processes import ServerProcess, health_status, store_process, unique
 
 
 def test_health_is_serving_for_the_store_and_overall(store: ServerProcess) -> None:
@@ -40,7 +42,7 @@ def test_reflection_lists_the_store(store: ServerProcess) -> None:
     assert "grpc.health.v1.Health" in names
 
 
-def test_several_replicas_migrate_the_same_new_database_at_once(
+async def test_several_replicas_migrate_the_same_new_database_at_once(
     new_database: Callable[[], str],
 ) -> None:
     url = new_database()
@@ -50,6 +52,15 @@ def test_several_replicas_migrate_the_same_new_database_at_once(
             s.start(wait=False)
         for s in servers:
             s.wait_serving()
+        conn = await asyncpg.connect(url)
+        try:
+            rows = await conn.fetch("SELECT version FROM es_schema_migrations ORDER BY version")
+        finally:
+            await conn.close()
+        assert [r["version"] for r in rows] == [version for version, _, _ in schema.available()]
+        for n, s in enumerate(servers, 1):  # every replica serves the one schema
+            async with EventStoreClient(s.address) as client:
+                assert (await client.append("migrated-1", [NewEvent("E")])).version == n
     finally:
         for s in servers:
             s.stop()

@@ -12,7 +12,7 @@ import pytest
 from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_client import EventStoreClient, EventStoreError, NewEvent
 from eventstore_client.errors import InvalidArgumentError, NotFoundError
-from tests.support import ServerProcess, store_process, unique
+from tools.processes import ServerProcess, store_process, unique
 
 
 class Collector:

@@ -14,7 +14,8 @@ from eventstore_server import schema
 from eventstore_server.config import Limits
 from eventstore_server.validation import AppendCommand, append_command
 from eventstore_server.writer import AMORTIZED_EVENTS, GroupCommitWriter
-from tests.support import unique, until
+from tests.support import until
+from tools.processes import unique
 
 LONG = 3600.0  # a commit delay no test could sit out
 

@@ -12,11 +12,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from eventstore_client import hosting
 from eventstore_server import config
-from tests.k8s.manifests import APPS, KUBECTL, OVERLAYS, local_process, objects, render, workload
-from tests.support import ROOT
+from hosting import settings as hosting
 from tests.tls import Authority
+from tools.manifests import APPS, KUBECTL, OVERLAYS, local_process, objects, render, workload
+from tools.processes import ROOT
 
 pytestmark = pytest.mark.skipif(
     KUBECTL is None, reason="kubectl is needed to render the kustomizations"

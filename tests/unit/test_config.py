@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from eventstore_server.config import parse
+from hosting.settings import parse_settings
 
 
 def test_flags_override_environment_which_overrides_defaults() -> None:
@@ -21,3 +22,20 @@ def test_flags_override_environment_which_overrides_defaults() -> None:
 def test_database_is_required() -> None:
     with pytest.raises(SystemExit):
         parse([], {})
+
+
+def test_service_flags_override_environment_which_overrides_defaults() -> None:
+    env = {"ORDER_LISTEN": "0.0.0.0:1", "SNAPSHOT_EVERY": "7", "CUSTOMER_SHUTDOWN_GRACE": "99"}
+    settings = parse_settings("order_svc", "ORDER", "127.0.0.1:50053", ["--eventstore", "e:1"], env)
+    assert (settings.listen, settings.eventstore, settings.snapshot_every) == (
+        "0.0.0.0:1",
+        "e:1",
+        7,
+    )
+    assert settings.shutdown_grace == 10.0  # another service's variable is not ours
+    assert settings.tls is None and not settings.eventstore_security.tls
+
+
+def test_service_tls_needs_both_halves() -> None:
+    with pytest.raises(SystemExit):
+        parse_settings("svc", "ORDER", "127.0.0.1:1", ["--tls-cert", "cert.pem"], {})

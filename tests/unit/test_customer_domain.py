@@ -85,4 +85,4 @@ def test_snapshot_round_trip() -> None:
 def test_codec_round_trip_and_unknown_types() -> None:
     event = CreditReserved("c1", "o1", 5)
     assert CUSTOMER.codec.decode(*CUSTOMER.codec.encode(event)) == event
-    assert CUSTOMER.codec.decode("SomethingNewer", b"{}") is None
+    assert CUSTOMER.codec.decode("SomethingNewer", b"{}", {}) is None

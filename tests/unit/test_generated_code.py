@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import ROOT
+from tools.processes import ROOT
 
 
 def _differences(left: Path, right: Path) -> list[str]:

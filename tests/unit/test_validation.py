@@ -46,7 +46,8 @@ def test_ids_are_normalised_and_assigned() -> None:
     )
     command = append_command(request, LIMITS)
     assert command.events[0].id == str(given)
-    assert uuid.UUID(command.events[1].id)
+    assigned = uuid.UUID(command.events[1].id)
+    assert assigned.version == 4 and assigned != given
     assert command.category == "s"
 
 
@@ -63,6 +64,7 @@ def test_limits_are_configurable() -> None:
         append_command(
             pb.AppendRequest(stream="s-1", events=[pb.EventData(type="T", data=b"x" * 11)]), small
         )
-    assert append_command(
-        pb.AppendRequest(stream="s-1", events=[pb.EventData(type="T", data=b"x" * 10)]), small
+    at_limit = append_command(
+        pb.AppendRequest(stream="s-1", events=[pb.EventData(type="T", data=b"x" * 10)] * 2), small
     )
+    assert [pb.RecordedEvent.FromString(e.head).data for e in at_limit.events] == [b"x" * 10] * 2

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from tests.support import ROOT
+from tools.processes import ROOT
 
 KUBECTL = shutil.which("kubectl")
 OVERLAYS = {

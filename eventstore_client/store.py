@@ -1,0 +1,67 @@
+"""What code written against the store needs of it: the calls `Repository` and
+`SubscriptionRunner` make. `EventStoreClient` (over gRPC) and `testing.InMemoryEventStore` both
+have them, and `tests/contract` holds the two to the same behaviour."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Protocol
+
+from contracts.eventstore.v1 import eventstore_pb2 as pb
+from eventstore_client.client import AppendResult, NewEvent
+
+
+class EventStore(Protocol):
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected: int | pb.ExpectedState.ValueType | None = None,
+        *,
+        expected_version: int | None = None,
+    ) -> AppendResult: ...
+
+    def read_stream(
+        self, stream: str, from_version: int = 0, max_count: int = 0, *, backwards: bool = False
+    ) -> AsyncIterator[pb.RecordedEvent]: ...
+
+    async def read_stream_list(
+        self, stream: str, from_version: int = 0, max_count: int = 0, *, backwards: bool = False
+    ) -> list[pb.RecordedEvent]: ...
+
+    def read_all(
+        self,
+        after_position: int = 0,
+        max_count: int = 0,
+        *,
+        category: str = "",
+        event_types: Sequence[str] = (),
+    ) -> AsyncIterator[pb.RecordedEvent]: ...
+
+    def subscribe(
+        self,
+        *,
+        stream: str = "",
+        category: str = "",
+        after_position: int = 0,
+        after_version: int = 0,
+        event_types: Sequence[str] = (),
+        subscriber: str = "",
+    ) -> AsyncIterator[pb.SubscribeResponse]: ...
+
+    async def commit_checkpoint(
+        self, subscriber: str, position: int, *, reset: bool = False
+    ) -> int: ...
+
+    async def get_checkpoint(self, subscriber: str) -> int | None: ...
+
+    async def save_snapshot(
+        self,
+        stream: str,
+        version: int,
+        type: str,
+        data: bytes,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None: ...
+
+    async def read_snapshot(self, stream: str, max_version: int = 0) -> pb.Snapshot | None: ...

@@ -1,0 +1,85 @@
+"""Running a gRPC service built on the store: flags, health, reflection, background
+subscriptions and a graceful stop on SIGTERM. Both example services use it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2
+from prometheus_client import start_http_server
+
+from hosting import event_loop, telemetry
+from hosting.grpc_server import add_health_and_reflection, health_only_server, until_signalled
+from hosting.interceptors import RefuseMalformed
+from hosting.security import RequireToken, Tokens, add_port
+from hosting.settings import ServiceSettings, parse_settings
+
+log = logging.getLogger(__name__)
+
+
+def main(
+    name: str,
+    env_prefix: str,
+    default_listen: str,
+    run: Callable[[ServiceSettings], Coroutine[Any, Any, None]],
+    *,
+    asyncpg: bool = False,
+) -> None:
+    """A service's entry point: logging, settings, tracing (before any channel or server exists:
+    the gRPC instrumentation wraps their creation), then `run` until SIGTERM; spans flushed."""
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    settings = parse_settings(f"python -m {name}", env_prefix, default_listen)
+    telemetry.setup(name, asyncpg=asyncpg)
+    try:
+        event_loop.run(run(settings))
+    finally:
+        telemetry.shutdown()
+
+
+async def serve(
+    name: str,
+    settings: ServiceSettings,
+    register: Callable[[grpc.aio.Server], Sequence[str]],
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+) -> None:
+    """Serve until SIGTERM/SIGINT. `register` adds the servicers and returns their full names;
+    `background` tasks (subscriptions) run beside the server and are cancelled on stop."""
+    if settings.metrics_listen:
+        host, port_text = settings.metrics_listen.rsplit(":", 1)
+        start_http_server(int(port_text), addr=host)
+    interceptors: list[grpc.aio.ServerInterceptor] = [RefuseMalformed()]
+    if settings.tokens_file:
+        interceptors.insert(0, RequireToken(Tokens.from_file(settings.tokens_file)))
+    server = grpc.aio.server(interceptors=interceptors)
+    names = list(register(server))
+    health_servicer = add_health_and_reflection(server, names)
+    port = add_port(server, settings.listen, settings.tls)
+    await server.start()
+    health_server = None
+    if settings.health_listen:
+        health_server = await health_only_server(settings.health_listen, health_servicer)
+    for service in ["", *names]:
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    tasks = [asyncio.create_task(job(), name=f"{name}-background") for job in background]
+    print(f"{name} listening on {settings.listen.rsplit(':', 1)[0]}:{port}", flush=True)
+
+    await until_signalled()
+    log.info("%s shutting down", name)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(settings.shutdown_grace)
+    if health_server is not None:
+        await health_server.stop(0)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
