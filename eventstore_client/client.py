@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -255,6 +256,52 @@ class EventStoreClient:
         response: pb.GetStatsResponse = await self._unary(self._stub.GetStats, pb.GetStatsRequest())
         return response
 
+    async def create_group(
+        self,
+        group: str,
+        *,
+        category: str = "",
+        event_types: Sequence[str] = (),
+        start_after_position: int = 0,
+        max_attempts: int = 0,
+        ack_timeout_ms: int = 0,
+    ) -> bool:
+        """Create a consumer group over a category (all streams when empty); True when created,
+        False when it existed with the same settings (`AlreadyExistsError` with others)."""
+        request = pb.CreateGroupRequest(
+            group=group,
+            event_types=list(event_types),
+            start_after_position=start_after_position,
+            max_attempts=max_attempts,
+            ack_timeout_ms=ack_timeout_ms,
+        )
+        if category:
+            request.category = category
+        else:
+            request.all.SetInParent()
+        response = await self._unary(self._stub.CreateGroup, request)
+        return bool(response.created)
+
+    async def delete_group(self, group: str) -> None:
+        await self._unary(self._stub.DeleteGroup, pb.DeleteGroupRequest(group=group))
+
+    async def list_groups(self) -> list[pb.GroupInfo]:
+        response = await self._unary(self._stub.ListGroups, pb.ListGroupsRequest())
+        return list(response.groups)
+
+    async def read_parked(self, group: str) -> list[pb.ParkedEvent]:
+        call = self._stub.ReadParked(pb.ReadParkedRequest(group=group), timeout=self._timeout)
+        return [e async for response in self._responses(call) for e in response.events]
+
+    async def replay_parked(self, group: str) -> int:
+        """Deliver the group's parked events again; how many there were."""
+        response = await self._unary(self._stub.ReplayParked, pb.ReplayParkedRequest(group=group))
+        return int(response.replayed)
+
+    def consume(self, group: str, member: str = "", max_in_flight: int = 0) -> GroupSession:
+        """Join a consumer group: `async with client.consume("g") as session: ...`."""
+        return GroupSession(self._stub, group, member, max_in_flight)
+
     @staticmethod
     async def _responses(call: Any) -> AsyncGenerator[Any, None]:
         """A server-streaming call's messages, with the store's errors typed; a reader that
@@ -281,11 +328,78 @@ class EventStoreClient:
             raise from_rpc_error(error) from None
 
 
+class GroupSession:
+    """One member's Consume call: deliveries in, acks and nacks out. Writes go through one
+    task, in order (a gRPC call takes one write at a time)."""
+
+    def __init__(
+        self, stub: pb_grpc.EventStoreStub, group: str, member: str, max_in_flight: int
+    ) -> None:
+        self._call: Any = stub.Consume()
+        self._join = pb.ConsumeRequest(
+            join=pb.Join(group=group, member=member, max_in_flight=max_in_flight)
+        )
+        self._outbox: asyncio.Queue[pb.ConsumeRequest | None] = asyncio.Queue()
+        self._acks: list[int] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> GroupSession:
+        try:
+            await self._call.write(self._join)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        self._writer = asyncio.create_task(self._write())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Acks and nacks already given are sent before the call ends (for up to 5 s)."""
+        if self._writer is not None:
+            self._outbox.put_nowait(None)
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._writer), 5)
+            self._writer.cancel()
+        self._call.cancel()
+
+    async def deliveries(self) -> AsyncGenerator[pb.Delivery, None]:
+        """Deliveries until the server ends the call (raising why, if it was an error)."""
+        try:
+            while True:
+                response = await self._call.read()
+                if response is grpc.aio.EOF:
+                    await self._call  # raises the status, if not OK
+                    return
+                for delivery in response.deliveries:
+                    yield delivery
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+
+    def ack(self, *positions: int) -> None:
+        """Acks are sent together, as soon as the writer is free."""
+        if not self._acks:
+            self._outbox.put_nowait(pb.ConsumeRequest())  # a marker: send what has gathered
+        self._acks.extend(positions)
+
+    def nack(self, position: int, *, park: bool = False, reason: str = "") -> None:
+        """Retry the event later (after a back-off; parked after the group's attempts), or
+        park it now."""
+        nack = pb.Nack(position=position, park=park, reason=reason)
+        self._outbox.put_nowait(pb.ConsumeRequest(nack=nack))
+
+    async def _write(self) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            while (request := await self._outbox.get()) is not None:
+                if not request.WhichOneof("kind"):
+                    positions, self._acks = self._acks, []
+                    request = pb.ConsumeRequest(ack=pb.Ack(positions=positions))
+                await self._call.write(request)
+
+
 __all__ = [
     "AppendResult",
     "EventStoreClient",
     "EventStoreError",
     "Expected",
+    "GroupSession",
     "NewEvent",
     "RecordedEvent",
     "Snapshot",

@@ -35,7 +35,11 @@ class WrongExpectedVersionError(EventStoreError):
         return int(self.metadata.get("actual", "-1"))
 
 
-class DuplicateEventIdError(EventStoreError):
+class AlreadyExistsError(EventStoreError):
+    """What was to be created exists already (with other settings, for a group)."""
+
+
+class DuplicateEventIdError(AlreadyExistsError):
     """An event id was already used by another append."""
 
 
@@ -54,6 +58,7 @@ class NotFoundError(EventStoreError):
 _BY_REASON: dict[str, type[EventStoreError]] = {
     "WRONG_EXPECTED_VERSION": WrongExpectedVersionError,
     "DUPLICATE_EVENT_ID": DuplicateEventIdError,
+    "ALREADY_EXISTS": AlreadyExistsError,
 }
 _BY_CODE: dict[grpc.StatusCode, type[EventStoreError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,

@@ -59,6 +59,11 @@ class DuplicateEventId(StoreError):
     reason = "DUPLICATE_EVENT_ID"
 
 
+class AlreadyExists(StoreError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "ALREADY_EXISTS"
+
+
 class Unavailable(StoreError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = "UNAVAILABLE"

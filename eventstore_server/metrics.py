@@ -40,6 +40,31 @@ SUBSCRIBER_LAG = Gauge(
     ["subscriber"],
 )
 
+# Consumer groups. Counters count what this replica did; gauges are the group's state in the
+# database (every replica reports the same numbers; aggregate with max, not sum).
+GROUP_DELIVERIES = Counter(
+    "eventstore_group_deliveries_total", "Deliveries to a group's members", ["group"]
+)
+GROUP_REDELIVERIES = Counter(
+    "eventstore_group_redeliveries_total",
+    "Deliveries of an event that had been delivered before (attempt > 1)",
+    ["group"],
+)
+GROUP_ACKS = Counter("eventstore_group_acks_total", "Acks applied", ["group"])
+GROUP_IGNORED = Counter(
+    "eventstore_group_answers_ignored_total",
+    "Acks and nacks for deliveries not in flight for that member (taken back, or unknown)",
+    ["group"],
+)
+GROUP_PARKED_TOTAL = Counter(
+    "eventstore_group_parked_events_total", "Events parked (by nack or attempts)", ["group"]
+)
+GROUP_REPLAYED = Counter("eventstore_group_replayed_total", "Parked events replayed", ["group"])
+GROUP_LAG = Gauge("eventstore_group_lag", "Matching events not yet acked or parked", ["group"])
+GROUP_IN_FLIGHT = Gauge("eventstore_group_in_flight", "Deliveries awaiting an answer", ["group"])
+GROUP_PARKED = Gauge("eventstore_group_parked", "Events parked now", ["group"])
+GROUP_MEMBERS = Gauge("eventstore_group_members", "Members connected, all replicas", ["group"])
+
 
 def start(listen: str) -> None:
     """Serve /metrics on HOST:PORT (nothing when empty)."""

@@ -15,6 +15,7 @@ from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_server import metrics, schema
 from eventstore_server.access import Access
 from eventstore_server.config import Settings
+from eventstore_server.groups import GroupManager
 from eventstore_server.reader import Reader
 from eventstore_server.service import EventStoreService, add_to_server
 from eventstore_server.tail import LiveTail
@@ -132,9 +133,11 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         on_commit=tail.advance,
     )
     writer.start()
+    groups = GroupManager(pool, tail, settings.database_url)
+    groups.start()
 
     server = grpc.aio.server(options=grpc_options(settings))
-    add_to_server(EventStoreService(writer, reader, tail, settings.limits, access), server)
+    add_to_server(EventStoreService(writer, reader, tail, settings.limits, access, groups), server)
     health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
     port = add_port(server, settings.listen, tls)
     await server.start()
@@ -157,6 +160,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     await health_servicer.enter_graceful_shutdown()
     # Subscriptions end first (UNAVAILABLE: clients resubscribe elsewhere); in-flight appends
     # finish, because the writer keeps running until the server has stopped taking calls.
+    await groups.close()
     await tail.close()
     await server.stop(settings.shutdown_grace)
     if health_server is not None:

@@ -8,11 +8,9 @@ interceptors such as OpenTelemetry's. The reading handlers yield pages that are 
 from __future__ import annotations
 
 import collections
-import functools
-import inspect
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -26,11 +24,13 @@ from eventstore_server.errors import (
     NotFound,
     ResourceExhausted,
     StoreError,
-    Unavailable,
 )
+from eventstore_server.group_service import GroupHandlers
+from eventstore_server.groups import GroupManager
+from eventstore_server.handling import Context, answers, position_field
 from eventstore_server.reader import Reader
 from eventstore_server.subscriptions import Target, subscribe
-from eventstore_server.tail import LiveTail, ShuttingDown
+from eventstore_server.tail import LiveTail
 from eventstore_server.validation import (
     MAX_INT64,
     append_command,
@@ -40,11 +40,8 @@ from eventstore_server.validation import (
     metadata_json,
     stream_name,
 )
-from eventstore_server.writer import CONNECTION_ERRORS, GroupCommitWriter
+from eventstore_server.writer import GroupCommitWriter
 from hosting.interceptors import refuse_malformed
-
-# The generated servicer types contexts per method; one loose alias keeps signatures readable.
-Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def _serialize(message: Any) -> bytes:
@@ -61,11 +58,12 @@ def add_to_server(service: EventStoreService, server: grpc.aio.Server) -> None:
     descriptor = pb.DESCRIPTOR.services_by_name["EventStore"]
     handlers = {}
     for method in descriptor.methods:
-        kind = (
-            grpc.unary_stream_rpc_method_handler
-            if method.server_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
+        if method.client_streaming:
+            kind = grpc.stream_stream_rpc_method_handler
+        elif method.server_streaming:
+            kind = grpc.unary_stream_rpc_method_handler
+        else:
+            kind = grpc.unary_unary_rpc_method_handler
         handlers[method.name] = refuse_malformed(
             kind(
                 getattr(service, method.name),
@@ -78,63 +76,13 @@ def add_to_server(service: EventStoreService, server: grpc.aio.Server) -> None:
     )
 
 
-def _position(value: int, field: str) -> int:
-    if value > MAX_INT64:
-        raise InvalidArgument(f"{field} is out of range", field=field)
-    return value
-
-
 def _subscriber_name(name: str, limits: Limits) -> str:
     return stream_name(name, limits, "subscriber")
 
 
-async def _abort(context: Context, error: StoreError) -> NoReturn:
-    await context.abort_with_status(error.to_status())
-    raise AssertionError("abort_with_status returned")
-
-
-ANSWERED = (StoreError, ShuttingDown, *CONNECTION_ERRORS)
-
-
-def _as_store_error(exc: BaseException) -> StoreError:
-    if isinstance(exc, StoreError):
-        return exc
-    if isinstance(exc, ShuttingDown):
-        return Unavailable("the server is shutting down; subscribe again")
-    return Unavailable(f"database unavailable: {exc.__class__.__name__}")
-
-
-Handler = TypeVar("Handler", bound=Callable[..., Any])
-
-
-def answers(handler: Handler) -> Handler:
-    """The one place a handler's failures become statuses: a refusal (`StoreError`) answers
-    with its code and ErrorInfo; a lost database connection, or a server shutting down under a
-    subscription, with UNAVAILABLE (the client may retry). Anything else is a bug: UNKNOWN."""
-    if inspect.isasyncgenfunction(handler):
-
-        @functools.wraps(handler)
-        async def streaming(self: Any, request: Any, context: Context) -> AsyncIterator[Any]:
-            try:
-                async for message in handler(self, request, context):
-                    yield message
-            except ANSWERED as exc:
-                await _abort(context, _as_store_error(exc))
-
-        return streaming  # type: ignore[return-value]
-
-    @functools.wraps(handler)
-    async def unary(self: Any, request: Any, context: Context) -> Any:
-        try:
-            return await handler(self, request, context)
-        except ANSWERED as exc:
-            await _abort(context, _as_store_error(exc))
-
-    return unary  # type: ignore[return-value]
-
-
-class EventStoreService:
-    """The handlers of eventstore.v1.EventStore (registered by `add_to_server`)."""
+class EventStoreService(GroupHandlers):
+    """The handlers of eventstore.v1.EventStore (registered by `add_to_server`); the consumer
+    groups' are in `GroupHandlers`."""
 
     def __init__(
         self,
@@ -143,7 +91,9 @@ class EventStoreService:
         tail: LiveTail,
         limits: Limits,
         access: Access | None = None,
+        groups: GroupManager | None = None,
     ) -> None:
+        self._groups = groups
         self._writer = writer
         self._reader = reader
         self._tail = tail
@@ -173,8 +123,8 @@ class EventStoreService:
         principal = self._access.principal(context)
         stream = stream_name(request.stream, self._limits)
         self._access.authorize(principal, "read", category_of(stream))
-        start = _position(request.from_version, "from_version")
-        count = _position(request.max_count, "max_count")
+        start = position_field(request.from_version, "from_version")
+        count = position_field(request.max_count, "max_count")
         metrics.READS.labels("ReadStream").inc()
         async for page in self._reader.read_stream(stream, start, count, request.backwards):
             metrics.READ_EVENTS.labels("ReadStream").inc(page.count)
@@ -183,8 +133,8 @@ class EventStoreService:
     @answers
     async def ReadAll(self, request: pb.ReadAllRequest, context: Context) -> AsyncIterator[bytes]:
         principal = self._access.principal(context)
-        after = _position(request.after_position, "after_position")
-        count = _position(request.max_count, "max_count")
+        after = position_field(request.after_position, "after_position")
+        count = position_field(request.max_count, "max_count")
         category = category_name(request.category, self._limits) if request.category else ""
         self._access.authorize(principal, "read", category or ALL_STREAMS)
         types = event_types(list(request.event_types), self._limits)
@@ -223,7 +173,7 @@ class EventStoreService:
     ) -> tuple[Target, int]:
         types = frozenset(event_types(list(request.event_types), self._limits))
         which = request.WhichOneof("target")
-        after = _position(request.after_position, "after_position")
+        after = position_field(request.after_position, "after_position")
         if which == "stream":
             if request.subscriber:
                 raise InvalidArgument(
@@ -231,7 +181,7 @@ class EventStoreService:
                 )
             stream = stream_name(request.stream, self._limits)
             self._access.authorize(principal, "subscribe", category_of(stream))
-            version = _position(request.after_version, "after_version")
+            version = position_field(request.after_version, "after_version")
             return Target(stream=stream, types=types, after_version=version), after
         if which == "category":
             target = Target(category=category_name(request.category, self._limits), types=types)
@@ -256,7 +206,7 @@ class EventStoreService:
         principal = self._access.principal(context)
         name = _subscriber_name(request.subscriber, self._limits)
         self._access.authorize(principal, "checkpoint", name)
-        position = _position(request.position, "position")
+        position = position_field(request.position, "position")
         stored = await self._reader.commit_checkpoint(name, position, request.reset)
         return pb.CommitCheckpointResponse(position=stored)
 
@@ -314,7 +264,7 @@ class EventStoreService:
         stream = stream_name(request.stream, self._limits)
         self._access.authorize(principal, "read", category_of(stream))
         snapshot = await self._reader.read_snapshot(
-            stream, _position(request.max_version, "max_version")
+            stream, position_field(request.max_version, "max_version")
         )
         if snapshot is None:
             return pb.ReadSnapshotResponse(found=False)

@@ -5,12 +5,15 @@ numbers that `es_append_batch` and the subscription code encode by hand."""
 from __future__ import annotations
 
 import re
+import uuid
 from importlib import resources
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
+from eventstore_server.group_store import Claim
+from eventstore_server.groups import encode_deliveries
 from eventstore_server.sql_codes import Expectation, Outcome
 from eventstore_server.subscriptions import _scanned
 from hosting.advisory_locks import AdvisoryLock
@@ -88,3 +91,11 @@ def test_the_scanned_position_suffix_is_the_field_the_proto_names() -> None:
     assert message.scanned_position == 300 and not message.events
     field = pb.SubscribeResponse.DESCRIPTOR.fields_by_name["scanned_position"]
     assert _scanned(1)[0] == field.number << 3 | VARINT
+
+
+def test_hand_encoded_deliveries_decode_as_the_proto_says() -> None:
+    event = pb.RecordedEvent(id="x", stream="s-1", version=3, position=9, type="T", data=b"d")
+    record = pb.ReadAllResponse(events=[event]).SerializeToString()  # as es_events stores it
+    claims = [Claim(9, uuid.uuid4(), 2, record), Claim(9, uuid.uuid4(), 1, record)]
+    response = pb.ConsumeResponse.FromString(encode_deliveries(claims))
+    assert [(d.event, d.attempt) for d in response.deliveries] == [(event, 2), (event, 1)]

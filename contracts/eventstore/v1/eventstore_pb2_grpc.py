@@ -79,6 +79,36 @@ class EventStoreStub:
                 request_serializer=eventstore_dot_v1_dot_eventstore__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=eventstore_dot_v1_dot_eventstore__pb2.GetStatsResponse.FromString,
                 _registered_method=True)
+        self.CreateGroup = channel.unary_unary(
+                '/eventstore.v1.EventStore/CreateGroup',
+                request_serializer=eventstore_dot_v1_dot_eventstore__pb2.CreateGroupRequest.SerializeToString,
+                response_deserializer=eventstore_dot_v1_dot_eventstore__pb2.CreateGroupResponse.FromString,
+                _registered_method=True)
+        self.DeleteGroup = channel.unary_unary(
+                '/eventstore.v1.EventStore/DeleteGroup',
+                request_serializer=eventstore_dot_v1_dot_eventstore__pb2.DeleteGroupRequest.SerializeToString,
+                response_deserializer=eventstore_dot_v1_dot_eventstore__pb2.DeleteGroupResponse.FromString,
+                _registered_method=True)
+        self.ListGroups = channel.unary_unary(
+                '/eventstore.v1.EventStore/ListGroups',
+                request_serializer=eventstore_dot_v1_dot_eventstore__pb2.ListGroupsRequest.SerializeToString,
+                response_deserializer=eventstore_dot_v1_dot_eventstore__pb2.ListGroupsResponse.FromString,
+                _registered_method=True)
+        self.Consume = channel.stream_stream(
+                '/eventstore.v1.EventStore/Consume',
+                request_serializer=eventstore_dot_v1_dot_eventstore__pb2.ConsumeRequest.SerializeToString,
+                response_deserializer=eventstore_dot_v1_dot_eventstore__pb2.ConsumeResponse.FromString,
+                _registered_method=True)
+        self.ReadParked = channel.unary_stream(
+                '/eventstore.v1.EventStore/ReadParked',
+                request_serializer=eventstore_dot_v1_dot_eventstore__pb2.ReadParkedRequest.SerializeToString,
+                response_deserializer=eventstore_dot_v1_dot_eventstore__pb2.ReadParkedResponse.FromString,
+                _registered_method=True)
+        self.ReplayParked = channel.unary_unary(
+                '/eventstore.v1.EventStore/ReplayParked',
+                request_serializer=eventstore_dot_v1_dot_eventstore__pb2.ReplayParkedRequest.SerializeToString,
+                response_deserializer=eventstore_dot_v1_dot_eventstore__pb2.ReplayParkedResponse.FromString,
+                _registered_method=True)
 
 
 class EventStoreServicer:
@@ -147,6 +177,50 @@ class EventStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateGroup(self, request, context):
+        """Consumer groups: members share a category's (or all streams') events; each stream's events
+        are handled one at a time, in version order, by whichever member holds the next one.
+        Creates a group (idempotent with the same settings).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteGroup(self, request, context):
+        """Deletes a group, its position and its parked events; its members' calls end.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGroups(self, request, context):
+        """Every group with its checkpoint, lag, members, in-flight and parked counts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Consume(self, request_iterator, context):
+        """Members receive deliveries and answer with acks and nacks on the same call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadParked(self, request, context):
+        """A group's parked events, in position order, with the reason each was parked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayParked(self, request, context):
+        """Delivers a group's parked events again (their attempt counts start over).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +268,36 @@ def add_EventStoreServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=eventstore_dot_v1_dot_eventstore__pb2.GetStatsRequest.FromString,
                     response_serializer=eventstore_dot_v1_dot_eventstore__pb2.GetStatsResponse.SerializeToString,
+            ),
+            'CreateGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateGroup,
+                    request_deserializer=eventstore_dot_v1_dot_eventstore__pb2.CreateGroupRequest.FromString,
+                    response_serializer=eventstore_dot_v1_dot_eventstore__pb2.CreateGroupResponse.SerializeToString,
+            ),
+            'DeleteGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteGroup,
+                    request_deserializer=eventstore_dot_v1_dot_eventstore__pb2.DeleteGroupRequest.FromString,
+                    response_serializer=eventstore_dot_v1_dot_eventstore__pb2.DeleteGroupResponse.SerializeToString,
+            ),
+            'ListGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroups,
+                    request_deserializer=eventstore_dot_v1_dot_eventstore__pb2.ListGroupsRequest.FromString,
+                    response_serializer=eventstore_dot_v1_dot_eventstore__pb2.ListGroupsResponse.SerializeToString,
+            ),
+            'Consume': grpc.stream_stream_rpc_method_handler(
+                    servicer.Consume,
+                    request_deserializer=eventstore_dot_v1_dot_eventstore__pb2.ConsumeRequest.FromString,
+                    response_serializer=eventstore_dot_v1_dot_eventstore__pb2.ConsumeResponse.SerializeToString,
+            ),
+            'ReadParked': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadParked,
+                    request_deserializer=eventstore_dot_v1_dot_eventstore__pb2.ReadParkedRequest.FromString,
+                    response_serializer=eventstore_dot_v1_dot_eventstore__pb2.ReadParkedResponse.SerializeToString,
+            ),
+            'ReplayParked': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayParked,
+                    request_deserializer=eventstore_dot_v1_dot_eventstore__pb2.ReplayParkedRequest.FromString,
+                    response_serializer=eventstore_dot_v1_dot_eventstore__pb2.ReplayParkedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -439,6 +543,168 @@ class EventStore:
             '/eventstore.v1.EventStore/GetStats',
             eventstore_dot_v1_dot_eventstore__pb2.GetStatsRequest.SerializeToString,
             eventstore_dot_v1_dot_eventstore__pb2.GetStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.v1.EventStore/CreateGroup',
+            eventstore_dot_v1_dot_eventstore__pb2.CreateGroupRequest.SerializeToString,
+            eventstore_dot_v1_dot_eventstore__pb2.CreateGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.v1.EventStore/DeleteGroup',
+            eventstore_dot_v1_dot_eventstore__pb2.DeleteGroupRequest.SerializeToString,
+            eventstore_dot_v1_dot_eventstore__pb2.DeleteGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.v1.EventStore/ListGroups',
+            eventstore_dot_v1_dot_eventstore__pb2.ListGroupsRequest.SerializeToString,
+            eventstore_dot_v1_dot_eventstore__pb2.ListGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Consume(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/eventstore.v1.EventStore/Consume',
+            eventstore_dot_v1_dot_eventstore__pb2.ConsumeRequest.SerializeToString,
+            eventstore_dot_v1_dot_eventstore__pb2.ConsumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadParked(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/eventstore.v1.EventStore/ReadParked',
+            eventstore_dot_v1_dot_eventstore__pb2.ReadParkedRequest.SerializeToString,
+            eventstore_dot_v1_dot_eventstore__pb2.ReadParkedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayParked(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.v1.EventStore/ReplayParked',
+            eventstore_dot_v1_dot_eventstore__pb2.ReplayParkedRequest.SerializeToString,
+            eventstore_dot_v1_dot_eventstore__pb2.ReplayParkedResponse.FromString,
             options,
             channel_credentials,
             insecure,

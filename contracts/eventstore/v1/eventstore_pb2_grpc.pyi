@@ -32,6 +32,21 @@ class EventStoreStub:
     """Reads the latest snapshot at or below a version."""
     GetStats: _aio.UnaryUnaryMultiCallable[_eventstore_pb2.GetStatsRequest, _eventstore_pb2.GetStatsResponse]
     """The store's head position and size, and each durable subscriber's position."""
+    CreateGroup: _aio.UnaryUnaryMultiCallable[_eventstore_pb2.CreateGroupRequest, _eventstore_pb2.CreateGroupResponse]
+    """Consumer groups: members share a category's (or all streams') events; each stream's events
+    are handled one at a time, in version order, by whichever member holds the next one.
+    Creates a group (idempotent with the same settings).
+    """
+    DeleteGroup: _aio.UnaryUnaryMultiCallable[_eventstore_pb2.DeleteGroupRequest, _eventstore_pb2.DeleteGroupResponse]
+    """Deletes a group, its position and its parked events; its members' calls end."""
+    ListGroups: _aio.UnaryUnaryMultiCallable[_eventstore_pb2.ListGroupsRequest, _eventstore_pb2.ListGroupsResponse]
+    """Every group with its checkpoint, lag, members, in-flight and parked counts."""
+    Consume: _aio.StreamStreamMultiCallable[_eventstore_pb2.ConsumeRequest, _eventstore_pb2.ConsumeResponse]
+    """Members receive deliveries and answer with acks and nacks on the same call."""
+    ReadParked: _aio.UnaryStreamMultiCallable[_eventstore_pb2.ReadParkedRequest, _eventstore_pb2.ReadParkedResponse]
+    """A group's parked events, in position order, with the reason each was parked."""
+    ReplayParked: _aio.UnaryUnaryMultiCallable[_eventstore_pb2.ReplayParkedRequest, _eventstore_pb2.ReplayParkedResponse]
+    """Delivers a group's parked events again (their attempt counts start over)."""
 
 class EventStoreServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -105,5 +120,56 @@ class EventStoreServicer(metaclass=_abc_1.ABCMeta):
         context: _aio.ServicerContext[_eventstore_pb2.GetStatsRequest, _abc.Awaitable[_eventstore_pb2.GetStatsResponse]],
     ) -> _abc.Awaitable[_eventstore_pb2.GetStatsResponse]:
         """The store's head position and size, and each durable subscriber's position."""
+
+    @_abc_1.abstractmethod
+    def CreateGroup(
+        self,
+        request: _eventstore_pb2.CreateGroupRequest,
+        context: _aio.ServicerContext[_eventstore_pb2.CreateGroupRequest, _abc.Awaitable[_eventstore_pb2.CreateGroupResponse]],
+    ) -> _abc.Awaitable[_eventstore_pb2.CreateGroupResponse]:
+        """Consumer groups: members share a category's (or all streams') events; each stream's events
+        are handled one at a time, in version order, by whichever member holds the next one.
+        Creates a group (idempotent with the same settings).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteGroup(
+        self,
+        request: _eventstore_pb2.DeleteGroupRequest,
+        context: _aio.ServicerContext[_eventstore_pb2.DeleteGroupRequest, _abc.Awaitable[_eventstore_pb2.DeleteGroupResponse]],
+    ) -> _abc.Awaitable[_eventstore_pb2.DeleteGroupResponse]:
+        """Deletes a group, its position and its parked events; its members' calls end."""
+
+    @_abc_1.abstractmethod
+    def ListGroups(
+        self,
+        request: _eventstore_pb2.ListGroupsRequest,
+        context: _aio.ServicerContext[_eventstore_pb2.ListGroupsRequest, _abc.Awaitable[_eventstore_pb2.ListGroupsResponse]],
+    ) -> _abc.Awaitable[_eventstore_pb2.ListGroupsResponse]:
+        """Every group with its checkpoint, lag, members, in-flight and parked counts."""
+
+    @_abc_1.abstractmethod
+    def Consume(
+        self,
+        request_iterator: _abc.AsyncIterator[_eventstore_pb2.ConsumeRequest],
+        context: _aio.ServicerContext[_abc.AsyncIterator[_eventstore_pb2.ConsumeRequest], _abc.AsyncIterator[_eventstore_pb2.ConsumeResponse]],
+    ) -> _abc.AsyncIterator[_eventstore_pb2.ConsumeResponse]:
+        """Members receive deliveries and answer with acks and nacks on the same call."""
+
+    @_abc_1.abstractmethod
+    def ReadParked(
+        self,
+        request: _eventstore_pb2.ReadParkedRequest,
+        context: _aio.ServicerContext[_eventstore_pb2.ReadParkedRequest, _abc.AsyncIterator[_eventstore_pb2.ReadParkedResponse]],
+    ) -> _abc.AsyncIterator[_eventstore_pb2.ReadParkedResponse]:
+        """A group's parked events, in position order, with the reason each was parked."""
+
+    @_abc_1.abstractmethod
+    def ReplayParked(
+        self,
+        request: _eventstore_pb2.ReplayParkedRequest,
+        context: _aio.ServicerContext[_eventstore_pb2.ReplayParkedRequest, _abc.Awaitable[_eventstore_pb2.ReplayParkedResponse]],
+    ) -> _abc.Awaitable[_eventstore_pb2.ReplayParkedResponse]:
+        """Delivers a group's parked events again (their attempt counts start over)."""
 
 def add_EventStoreServicer_to_server(servicer: EventStoreServicer, server: _aio.Server) -> None: ...

@@ -1,0 +1,253 @@
+"""Consumer groups in PostgreSQL: their settings, and one dispatch round as one transaction.
+
+A round (`GroupStore.round`) is where every decision about a group's events is made, by
+whichever replica runs it, under the group row's lock (`SELECT ... FOR UPDATE`), so rounds of
+one group never interleave across replicas. In one transaction it applies the answers that
+arrived since the last round (acks, nacks, members that left), takes back deliveries whose ack
+timeout passed, moves the checkpoint over what is done, and claims the next deliveries:
+walking the group's events in position order, the first not-done event of each stream is the
+only one of that stream that may be in flight, so event v+1 of a stream is never delivered
+before event v is acked or parked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import asyncpg
+
+from contracts.eventstore.v1 import eventstore_pb2 as pb
+
+# Matching events after the checkpoint that one round looks at. Deliveries are chosen among
+# them: a stream whose event is further on waits until the checkpoint moves.
+WINDOW = 2000
+# Back-off before a nacked event is delivered again: 0.2 s, doubling per attempt, at most 30 s.
+RETRY_BASE_S, RETRY_MAX_S = 0.2, 30.0
+MEMBER_TTL_S = 30  # a member row not refreshed for this long belongs to a replica that died
+
+
+class State(IntEnum):
+    """An event's state in a group (es_group_events.state)."""
+
+    WAITING = 0  # to be delivered (again) once not_before has passed
+    IN_FLIGHT = 1
+    ACKED = 2
+    PARKED = 3
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    name: str
+    category: str  # '': every category
+    event_types: tuple[str, ...]
+    start_after: int
+    max_attempts: int
+    ack_timeout_ms: int
+
+    def same_as(self, other: GroupSettings) -> bool:
+        return (
+            self.category == other.category
+            and sorted(self.event_types) == sorted(other.event_types)
+            and self.start_after == other.start_after
+            and self.max_attempts == other.max_attempts
+            and self.ack_timeout_ms == other.ack_timeout_ms
+        )
+
+
+@dataclass
+class Answers:
+    """What members said (or did) since the last round of a group."""
+
+    acks: list[tuple[int, uuid.UUID]] = field(default_factory=list)  # (position, session)
+    nacks: list[tuple[int, uuid.UUID, bool, str]] = field(default_factory=list)  # + park, reason
+    left: list[uuid.UUID] = field(default_factory=list)  # sessions whose deliveries go back
+
+    def __bool__(self) -> bool:
+        return bool(self.acks or self.nacks or self.left)
+
+
+@dataclass(frozen=True)
+class Claim:
+    position: int
+    session: uuid.UUID
+    attempt: int
+    record: bytes  # the event as stored (framed RecordedEvent)
+
+
+@dataclass
+class RoundResult:
+    exists: bool = True
+    claims: list[Claim] = field(default_factory=list)
+    acked: int = 0
+    ignored: int = 0  # acks and nacks for deliveries not in flight for that member
+    parked: int = 0
+    taken_back: list[tuple[int, uuid.UUID]] = field(default_factory=list)
+    changed: bool = False  # anything another replica's members might now be able to receive
+    next_due: float | None = None  # seconds until a deadline or retry time, if any
+
+
+def _matching(settings: GroupSettings, first: int) -> str:
+    """SQL for the group's events with position > $1 and <= $2 (parameters from `first` on)."""
+    where = ["position > $1", "position <= $2"]
+    if settings.category:
+        where.append(f"category = ${first}")
+    if settings.event_types:
+        where.append(f"type = ANY(${first + 1}::text[])")
+    return " AND ".join(where)
+
+
+def _matching_args(settings: GroupSettings) -> list[object]:
+    args: list[object] = []
+    if settings.category:
+        args.append(settings.category)
+    if settings.event_types:
+        args.append(list(settings.event_types))
+    return args
+
+
+def _settings(row: asyncpg.Record) -> GroupSettings:
+    return GroupSettings(
+        row["name"],
+        row["category"],
+        tuple(row["event_types"]),
+        row["start_after"],
+        row["max_attempts"],
+        row["ack_timeout_ms"],
+    )
+
+
+_GROUP_COLUMNS = "name, category, event_types, start_after, max_attempts, ack_timeout_ms"
+
+
+class GroupStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create(self, settings: GroupSettings) -> tuple[bool, GroupSettings]:
+        """(created, the group's settings): not created when a group of that name existed."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"""INSERT INTO es_groups ({_GROUP_COLUMNS}, checkpoint)
+                    VALUES ($1, $2, $3, $4, $5, $6, $4) ON CONFLICT (name) DO NOTHING
+                    RETURNING {_GROUP_COLUMNS}""",
+                settings.name,
+                settings.category,
+                list(settings.event_types),
+                settings.start_after,
+                settings.max_attempts,
+                settings.ack_timeout_ms,
+            )
+            if row is not None:
+                return True, _settings(row)
+            existing = await conn.fetchrow(
+                f"SELECT {_GROUP_COLUMNS} FROM es_groups WHERE name = $1", settings.name
+            )
+        assert existing is not None  # groups are only deleted by name, never renamed
+        return False, _settings(existing)
+
+    async def get(self, name: str) -> GroupSettings | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_GROUP_COLUMNS} FROM es_groups WHERE name = $1", name
+        )
+        return None if row is None else _settings(row)
+
+    async def delete(self, name: str) -> bool:
+        return bool(
+            await self._pool.fetchval("DELETE FROM es_groups WHERE name = $1 RETURNING 1", name)
+        )
+
+    async def infos(self) -> list[pb.GroupInfo]:
+        infos = []
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            head: int = await conn.fetchval("SELECT position FROM es_head")
+            for row in await conn.fetch(
+                f"SELECT {_GROUP_COLUMNS}, checkpoint FROM es_groups ORDER BY name"
+            ):
+                settings = _settings(row)
+                checkpoint = row["checkpoint"]
+                matching = await conn.fetchval(
+                    f"SELECT count(*) FROM es_events WHERE {_matching(settings, 3)}",
+                    checkpoint,
+                    head,
+                    *_matching_args(settings),
+                )
+                counts = await conn.fetchrow(
+                    """SELECT count(*) FILTER (WHERE state IN (2, 3) AND position > $2) AS done,
+                              count(*) FILTER (WHERE state = 1) AS in_flight,
+                              (SELECT count(*) FROM es_group_parked WHERE group_name = $1)
+                                  AS parked,
+                              (SELECT count(*) FROM es_group_members
+                                WHERE group_name = $1 AND expires_at > now()) AS members
+                         FROM es_group_events WHERE group_name = $1""",
+                    settings.name,
+                    checkpoint,
+                )
+                assert counts is not None  # an aggregate always has its one row
+                infos.append(
+                    pb.GroupInfo(
+                        group=settings.name,
+                        category=settings.category,
+                        event_types=settings.event_types,
+                        checkpoint=checkpoint,
+                        lag=max(0, matching - counts["done"]),
+                        members=counts["members"],
+                        in_flight=counts["in_flight"],
+                        parked=counts["parked"],
+                    )
+                )
+        return infos
+
+    async def parked(self, name: str, after: int, limit: int) -> list[asyncpg.Record]:
+        """Parked events after position `after`: position, reason, attempts, record."""
+        return await self._pool.fetch(
+            """SELECT p.position, p.reason, p.attempts, e.record
+                 FROM es_group_parked p JOIN es_events e ON e.position = p.position
+                WHERE p.group_name = $1 AND p.position > $2 ORDER BY p.position LIMIT $3""",
+            name,
+            after,
+            limit,
+        )
+
+    async def replay(self, name: str) -> int:
+        """Parked events become waiting again, with no attempts counted; how many."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT 1 FROM es_groups WHERE name = $1 FOR UPDATE", name)
+            rows = await conn.fetch(
+                "DELETE FROM es_group_parked WHERE group_name = $1 RETURNING position", name
+            )
+            positions = [r["position"] for r in rows]
+            await conn.execute(
+                """INSERT INTO es_group_events (group_name, position, stream, state, attempts)
+                   SELECT $1, e.position, e.stream, 0, 0 FROM es_events e
+                    WHERE e.position = ANY($2::bigint[])
+                   ON CONFLICT (group_name, position) DO UPDATE
+                   SET state = 0, attempts = 0, member = NULL, deadline = NULL,
+                       not_before = NULL""",
+                name,
+                positions,
+            )
+            if positions:
+                await conn.execute("SELECT pg_notify('es_groups', $1)", name)
+        return len(positions)
+
+    async def join(self, name: str, session: uuid.UUID, member: str) -> None:
+        await self._pool.execute(
+            f"""INSERT INTO es_group_members (session, group_name, member, expires_at)
+                VALUES ($1, $2, $3, now() + interval '{MEMBER_TTL_S} seconds')""",
+            session,
+            name,
+            member,
+        )
+
+    async def refresh(self, sessions: Sequence[uuid.UUID]) -> None:
+        await self._pool.execute(
+            f"""UPDATE es_group_members SET expires_at = now() + interval '{MEMBER_TTL_S} seconds'
+                WHERE session = ANY($1::uuid[])""",
+            list(sessions),
+        )
+
+    async def leave(self, session: uuid.UUID) -> None:
+        await self._pool.execute("DELETE FROM es_group_members WHERE session = $1", session)

@@ -1,0 +1,69 @@
+"""How the store's handlers answer failures and read numeric fields: one place for both."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from eventstore_server.errors import InvalidArgument, StoreError, Unavailable
+from eventstore_server.tail import ShuttingDown
+from eventstore_server.validation import MAX_INT64
+from eventstore_server.writer import CONNECTION_ERRORS
+
+# The generated servicer types contexts per method; one loose alias keeps signatures readable.
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def position_field(value: int, field: str) -> int:
+    if value > MAX_INT64:
+        raise InvalidArgument(f"{field} is out of range", field=field)
+    return value
+
+
+async def _abort(context: Context, error: StoreError) -> NoReturn:
+    await context.abort_with_status(error.to_status())
+    raise AssertionError("abort_with_status returned")
+
+
+ANSWERED = (StoreError, ShuttingDown, *CONNECTION_ERRORS)
+
+
+def _as_store_error(exc: BaseException) -> StoreError:
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, ShuttingDown):
+        return Unavailable("the server is shutting down; subscribe again")
+    return Unavailable(f"database unavailable: {exc.__class__.__name__}")
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def answers(handler: Handler) -> Handler:
+    """The one place a handler's failures become statuses: a refusal (`StoreError`) answers
+    with its code and ErrorInfo; a lost database connection, or a server shutting down under a
+    subscription, with UNAVAILABLE (the client may retry). Anything else is a bug: UNKNOWN."""
+    if inspect.isasyncgenfunction(handler):
+
+        @functools.wraps(handler)
+        async def streaming(self: Any, request: Any, context: Context) -> AsyncIterator[Any]:
+            try:
+                async for message in handler(self, request, context):
+                    yield message
+            except ANSWERED as exc:
+                await _abort(context, _as_store_error(exc))
+
+        return streaming  # type: ignore[return-value]
+
+    @functools.wraps(handler)
+    async def unary(self: Any, request: Any, context: Context) -> Any:
+        try:
+            return await handler(self, request, context)
+        except ANSWERED as exc:
+            await _abort(context, _as_store_error(exc))
+
+    return unary  # type: ignore[return-value]
