@@ -9,13 +9,15 @@ from customer_svc.domain.customer import CUSTOMER
 from customer_svc.entrypoints.grpc_server import CustomerServicer
 from customer_svc.service_layer.handlers import ORDER_TYPES, Customers
 from eventstore_client import EventStoreClient
+from eventstore_client.consumer import GroupConsumer, ensure_group
 from eventstore_client.repository import Repository
-from eventstore_client.subscription import SubscriptionRunner
 from hosting import service as hosting
 from hosting.service import serve
 from hosting.settings import ServiceSettings
 
-SUBSCRIBER = "customer_svc.orders"
+# The consumer group of every replica's reaction to order events. It took over from the durable
+# subscriber of the same name, and starts where that one stopped.
+GROUP = "customer_svc.orders"
 
 
 async def run(settings: ServiceSettings) -> None:
@@ -23,9 +25,17 @@ async def run(settings: ServiceSettings) -> None:
         settings.eventstore, security=settings.eventstore_security
     ) as client:
         customers = Customers(Repository(client, CUSTOMER, snapshot_every=settings.snapshot_every))
-        orders = SubscriptionRunner(
-            client, SUBSCRIBER, customers.on_order_event, category="order", event_types=ORDER_TYPES
-        )
+
+        async def ensure() -> None:
+            await ensure_group(
+                client,
+                GROUP,
+                category="order",
+                event_types=ORDER_TYPES,
+                start_after_position=await client.get_checkpoint(GROUP) or 0,
+            )
+
+        orders = GroupConsumer(client, GROUP, customers.on_order_event, ensure=ensure)
 
         def register(server: grpc.aio.Server) -> list[str]:
             customer_pb2_grpc.add_CustomerServiceServicer_to_server(

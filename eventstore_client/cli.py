@@ -4,7 +4,9 @@
     eventstore read order-42 --backwards --count 10
     eventstore read-all --category order --type OrderPlaced
     eventstore tail --category order
-    eventstore stats | subscribers
+    eventstore stats | subscribers | groups
+    eventstore parked customer_svc.orders
+    eventstore replay-parked customer_svc.orders
 
 Exit codes: 0 success, 1 an error from the store, 2 bad usage, 3 wrong expected version,
 4 unavailable (the store cannot be reached).
@@ -170,6 +172,81 @@ async def _subscribers(store: EventStoreClient, args: argparse.Namespace, printe
         print(f"{name:<40} {position:>10} {lag:>8}  {row['updated_at']}")
 
 
+async def _groups(store: EventStoreClient, args: argparse.Namespace, printer: Printer) -> None:
+    groups = await store.list_groups()
+    rows = [
+        {
+            "group": g.group,
+            "category": g.category or "*",
+            "event_types": list(g.event_types),
+            "checkpoint": g.checkpoint,
+            "lag": g.lag,
+            "members": g.members,
+            "in_flight": g.in_flight,
+            "parked": g.parked,
+        }
+        for g in groups
+    ]
+    if printer.json:
+        for row in rows:
+            printer.result(row)
+        return
+    print(
+        f"{'group':<32} {'category':<16} {'checkpoint':>10} {'lag':>7} {'members':>7} "
+        f"{'in flight':>9} {'parked':>7}",
+        file=printer.out,
+    )
+    for r in rows:
+        print(
+            f"{r['group']:<32} {r['category']:<16} {r['checkpoint']:>10} {r['lag']:>7} "
+            f"{r['members']:>7} {r['in_flight']:>9} {r['parked']:>7}",
+            file=printer.out,
+        )
+
+
+async def _parked(store: EventStoreClient, args: argparse.Namespace, printer: Printer) -> None:
+    for parked in await store.read_parked(args.group):
+        if printer.json:
+            printer.result(
+                {
+                    "event": event_dict(parked.event),
+                    "reason": parked.reason,
+                    "attempts": parked.attempts,
+                }
+            )
+        else:
+            printer.event(parked.event)
+            print(
+                f"          parked after {parked.attempts} attempt(s): {parked.reason}",
+                file=printer.out,
+            )
+
+
+async def _replay(store: EventStoreClient, args: argparse.Namespace, printer: Printer) -> None:
+    printer.result({"group": args.group, "replayed": await store.replay_parked(args.group)})
+
+
+async def _create_group(
+    store: EventStoreClient, args: argparse.Namespace, printer: Printer
+) -> None:
+    created = await store.create_group(
+        args.group,
+        category=args.category,
+        event_types=args.type,
+        start_after_position=args.after,
+        max_attempts=args.max_attempts,
+        ack_timeout_ms=args.ack_timeout_ms,
+    )
+    printer.result({"group": args.group, "created": created})
+
+
+async def _delete_group(
+    store: EventStoreClient, args: argparse.Namespace, printer: Printer
+) -> None:
+    await store.delete_group(args.group)
+    printer.result({"group": args.group, "deleted": True})
+
+
 Command = Callable[[EventStoreClient, argparse.Namespace, Printer], Awaitable[None]]
 COMMANDS: dict[str, Command] = {
     "append": _append,
@@ -179,6 +256,11 @@ COMMANDS: dict[str, Command] = {
     "stats": _stats,
     "streams": _stats,
     "subscribers": _subscribers,
+    "groups": _groups,
+    "parked": _parked,
+    "replay-parked": _replay,
+    "create-group": _create_group,
+    "delete-group": _delete_group,
 }
 
 
@@ -236,6 +318,20 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("stats", help="head position, event and stream counts")
     sub.add_parser("streams", help="the same as stats")
     sub.add_parser("subscribers", help="durable subscribers, their checkpoint and lag")
+    sub.add_parser("groups", help="consumer groups: checkpoint, lag, members, in flight, parked")
+    for name, text in [
+        ("parked", "a group's parked events, with why each was parked"),
+        ("replay-parked", "deliver a group's parked events again"),
+        ("delete-group", "delete a consumer group (its members' calls end)"),
+    ]:
+        sub.add_parser(name, help=text).add_argument("group")
+    cg = sub.add_parser("create-group", help="create a consumer group (idempotent)")
+    cg.add_argument("group")
+    cg.add_argument("--category", default="", help="the category it follows (default: all)")
+    cg.add_argument("--type", action="append", default=[], help="only this type (repeatable)")
+    cg.add_argument("--after", type=int, default=0, help="start after this position")
+    cg.add_argument("--max-attempts", type=int, default=0, help="deliveries before parking (5)")
+    cg.add_argument("--ack-timeout-ms", type=int, default=0, help="redeliver after (30000)")
     return p
 
 

@@ -100,9 +100,10 @@ class EventContract(Generic[M]):
             message = json_format.ParseDict(fields, self.message(), ignore_unknown_fields=True)
         except json_format.ParseError as error:
             raise MalformedEvent(f"{self.type}: {error}") from None
-        for name in self.required:
-            if name not in fields or not getattr(message, name):
-                raise MalformedEvent(f"{self.type}: field {name!r} is missing or empty")
+        missing = [n for n in self.required if n not in fields or not getattr(message, n)]
+        if missing:
+            names = ", ".join(repr(n) for n in missing)
+            raise MalformedEvent(f"{self.type}: missing or empty: {names}")
         return message
 
 

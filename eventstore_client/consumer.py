@@ -12,16 +12,49 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from eventstore_client import tracing
 from eventstore_client.client import EventStoreClient, GroupSession, RecordedEvent
 from eventstore_client.codec import MalformedEvent
-from eventstore_client.errors import EventStoreError
+from eventstore_client.errors import AlreadyExistsError, EventStoreError, NotFoundError
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[RecordedEvent], Awaitable[None]]
+
+
+async def ensure_group(
+    client: EventStoreClient,
+    group: str,
+    *,
+    category: str,
+    event_types: Sequence[str] = (),
+    start_after_position: int = 0,
+    max_attempts: int = 0,
+    ack_timeout_ms: int = 0,
+) -> bool:
+    """Create the group unless it exists; True when this call created it. A group that exists
+    with another start position is fine (that only mattered when it was created); one that
+    follows another category or other types is an error (`AlreadyExistsError`)."""
+    try:
+        return await client.create_group(
+            group,
+            category=category,
+            event_types=event_types,
+            start_after_position=start_after_position,
+            max_attempts=max_attempts,
+            ack_timeout_ms=ack_timeout_ms,
+        )
+    except AlreadyExistsError as exists:
+        theirs = exists.metadata
+        same_target = theirs.get("category") == category and sorted(
+            filter(None, theirs.get("event_types", "").split(","))
+        ) == sorted(set(event_types))
+        if not same_target:
+            raise
+        log.info("group %s exists (%s)", group, ", ".join(f"{k}={v}" for k, v in theirs.items()))
+        return False
 
 
 class GroupConsumer:
@@ -38,8 +71,12 @@ class GroupConsumer:
         member: str = "",
         concurrency: int = 32,
         max_backoff: float = 5.0,
+        ensure: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
+        """`ensure`: run (and retried like joining) before the first join and after the store
+        said the group does not exist, typically `ensure_group(...)`."""
         self._client = client
+        self._ensure = ensure
         self.group = group
         self._handler = handler
         self._member = member
@@ -53,8 +90,12 @@ class GroupConsumer:
     async def run(self) -> None:
         """Never returns; cancel the task to stop (in-flight events are redelivered)."""
         delay = 0.05
+        ensured = self._ensure is None
         while True:
             try:
+                if not ensured and self._ensure is not None:
+                    await self._ensure()
+                    ensured = True
                 async with self._client.consume(
                     self.group, self._member, self._concurrency
                 ) as session:
@@ -64,6 +105,9 @@ class GroupConsumer:
                 log.warning("group %s: the store ended the call; joining again", self.group)
             except asyncio.CancelledError:
                 raise
+            except NotFoundError as exc:
+                log.warning("group %s: %s; creating it again", self.group, exc)
+                ensured = self._ensure is None
             except (EventStoreError, OSError) as exc:
                 log.warning("group %s: %s; joining again", self.group, exc)
             self.joined.clear()

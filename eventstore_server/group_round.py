@@ -197,14 +197,24 @@ async def _apply_answers(
 async def _take_back_expired(
     conn: Connection, settings: GroupSettings, result: RoundResult
 ) -> None:
+    """Deliveries past their ack deadline, and those of members whose replica stopped
+    refreshing them (it died: nobody else will answer for them)."""
     rows = await conn.fetch(
-        """SELECT position, attempts, member FROM es_group_events
-            WHERE group_name = $1 AND state = 1 AND deadline < now()""",
+        """SELECT position, attempts, member, deadline < now() AS late FROM es_group_events g
+            WHERE group_name = $1 AND state = 1
+              AND (deadline < now() OR NOT EXISTS (
+                   SELECT 1 FROM es_group_members m
+                    WHERE m.session = g.member AND m.expires_at > now()))""",
         settings.name,
     )
     for row in rows:
         result.taken_back.append((row["position"], row["member"]))
-        reason = f"not acked within {settings.ack_timeout_ms} ms, {row['attempts']} attempts"
+        reason = (
+            f"not acked within {settings.ack_timeout_ms} ms"
+            if row["late"]
+            else "its member's store replica stopped"
+        )
+        reason += f", {row['attempts']} attempts"
         await _retry_or_park(
             conn, settings, row["position"], row["attempts"], False, reason, result, delay=False
         )

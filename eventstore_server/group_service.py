@@ -74,7 +74,15 @@ class GroupHandlers:
         )
         created, existing = await self._manager.store.create(wanted)
         if not created and not existing.same_as(wanted):
-            raise AlreadyExists(f"group {name!r} exists with other settings", group=name)
+            raise AlreadyExists(
+                f"group {name!r} exists with other settings",
+                group=name,
+                category=existing.category,
+                event_types=",".join(existing.event_types),
+                start_after_position=str(existing.start_after),
+                max_attempts=str(existing.max_attempts),
+                ack_timeout_ms=str(existing.ack_timeout_ms),
+            )
         return pb.CreateGroupResponse(created=created)
 
     @answers

@@ -26,7 +26,9 @@ from contracts.eventstore.v1 import eventstore_pb2 as pb
 WINDOW = 2000
 # Back-off before a nacked event is delivered again: 0.2 s, doubling per attempt, at most 30 s.
 RETRY_BASE_S, RETRY_MAX_S = 0.2, 30.0
-MEMBER_TTL_S = 30  # a member row not refreshed for this long belongs to a replica that died
+# A member row not refreshed for this long belongs to a replica that died: rounds take its
+# deliveries back. Replicas refresh their members' rows every MEMBER_TTL_S / 3.
+MEMBER_TTL_S = 6
 
 
 class State(IntEnum):

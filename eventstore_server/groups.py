@@ -20,7 +20,14 @@ import asyncpg
 from eventstore_server import metrics
 from eventstore_server.errors import NotFound, StoreError, Unavailable
 from eventstore_server.group_round import Capacity, run_round
-from eventstore_server.group_store import Answers, Claim, GroupSettings, GroupStore, RoundResult
+from eventstore_server.group_store import (
+    MEMBER_TTL_S,
+    Answers,
+    Claim,
+    GroupSettings,
+    GroupStore,
+    RoundResult,
+)
 from eventstore_server.subscriptions import _varint
 from eventstore_server.tail import LiveTail, ShuttingDown
 
@@ -28,7 +35,8 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "es_groups"
 IDLE_ROUND_S = 5.0  # a round at least this often while members are here (deadlines elsewhere)
-REFRESH_S = 10.0  # member rows are refreshed this often (they expire after MEMBER_TTL_S)
+REFRESH_S = MEMBER_TTL_S / 3  # member rows are refreshed this often
+GAUGES_S = 10.0  # the group gauges are read from the database this often
 
 
 def encode_deliveries(claims: list[Claim]) -> bytes:
@@ -193,6 +201,7 @@ class GroupManager:
             asyncio.create_task(self._follow_head(), name="groups-head"),
             asyncio.create_task(self._listen(), name="groups-listen"),
             asyncio.create_task(self._refresh(), name="groups-refresh"),
+            asyncio.create_task(self._gauges(), name="groups-gauges"),
         ]
 
     async def join(self, settings: GroupSettings, name: str, max_in_flight: int) -> Member:
@@ -282,17 +291,24 @@ class GroupManager:
                     await conn.close()
 
     async def _refresh(self) -> None:
-        """Keep this replica's members alive in ListGroups, and the group gauges current."""
+        """Keep this replica's members alive for every replica's rounds (and ListGroups)."""
         while True:
-            await asyncio.sleep(REFRESH_S / 2)
+            await asyncio.sleep(REFRESH_S)
             sessions = [s for d in self._dispatchers.values() for s in d.members]
-            try:
-                if sessions:
+            if sessions:
+                try:
                     await self.store.refresh(sessions)
+                except Exception as exc:
+                    log.warning("groups: refreshing members failed: %r", exc)
+
+    async def _gauges(self) -> None:
+        while True:
+            try:
                 for info in await self.store.infos():
                     metrics.GROUP_LAG.labels(info.group).set(info.lag)
                     metrics.GROUP_IN_FLIGHT.labels(info.group).set(info.in_flight)
                     metrics.GROUP_PARKED.labels(info.group).set(info.parked)
                     metrics.GROUP_MEMBERS.labels(info.group).set(info.members)
             except Exception as exc:
-                log.warning("groups: refresh failed: %r", exc)
+                log.warning("groups: reading the gauges failed: %r", exc)
+            await asyncio.sleep(GAUGES_S)

@@ -8,10 +8,10 @@ import asyncpg
 import grpc
 
 from contracts.order.v1 import order_pb2, order_pb2_grpc
+from event_contracts.order import ORDER_EVENTS
 from eventstore_client import EventStoreClient
-from eventstore_client.client import RecordedEvent
+from eventstore_client.consumer import GroupConsumer, ensure_group
 from eventstore_client.repository import Repository
-from eventstore_client.subscription import SubscriptionRunner
 from hosting import service as hosting
 from hosting.service import serve
 from hosting.settings import ServiceSettings
@@ -20,8 +20,11 @@ from order_svc.domain.order import ORDER
 from order_svc.entrypoints.grpc_server import OrderServicer
 from order_svc.service_layer.handlers import CREDIT_EVENTS, Orders
 
-SAGA_SUBSCRIBER = "order_svc.credit"
-VIEW_SUBSCRIBER = "order_svc.customer_orders"
+# Consumer groups shared by every replica: the saga's reaction to credit answers, and the
+# customer-orders view. Each took over from a durable subscriber of the same name and starts
+# where that one stopped.
+SAGA_GROUP = "order_svc.credit"
+VIEW_GROUP = "order_svc.customer_orders"
 
 
 async def run(settings: ServiceSettings) -> None:
@@ -34,20 +37,27 @@ async def run(settings: ServiceSettings) -> None:
         settings.eventstore, security=settings.eventstore_security
     ) as client:
         orders = Orders(Repository(client, ORDER, snapshot_every=settings.snapshot_every))
-        saga = SubscriptionRunner(
-            client,
-            SAGA_SUBSCRIBER,
-            orders.on_credit_event,
-            category="customer",
-            event_types=CREDIT_EVENTS,
-        )
 
-        async def project(event: RecordedEvent) -> None:
-            await view.apply(VIEW_SUBSCRIBER, event)
+        async def ensure_saga() -> None:
+            await ensure_group(
+                client,
+                SAGA_GROUP,
+                category="customer",
+                event_types=CREDIT_EVENTS,
+                start_after_position=await client.get_checkpoint(SAGA_GROUP) or 0,
+            )
 
-        projection = SubscriptionRunner(
-            client, VIEW_SUBSCRIBER, project, category="order", checkpoints=view
-        )
+        async def ensure_view() -> None:
+            await ensure_group(
+                client,
+                VIEW_GROUP,
+                category="order",
+                event_types=ORDER_EVENTS.types,
+                start_after_position=await view.legacy_checkpoint(VIEW_GROUP),
+            )
+
+        saga = GroupConsumer(client, SAGA_GROUP, orders.on_credit_event, ensure=ensure_saga)
+        projection = GroupConsumer(client, VIEW_GROUP, view.apply, ensure=ensure_view)
 
         def register(server: grpc.aio.Server) -> list[str]:
             order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(orders, view), server)

@@ -13,6 +13,7 @@ from customer_svc.domain.customer import Customer, CustomerEvent
 from event_contracts.order import ORDER_EVENTS
 from eventstore_client.client import RecordedEvent
 from eventstore_client.repository import Loaded, Repository
+from hosting.metrics import EVENTS_SKIPPED
 from hosting.validation import is_uuid
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Customers:
         message = ORDER_EVENTS.decode(event.type, event.data, event.metadata)
         react = REACTIONS.get(type(message))
         if message is None or react is None:
+            EVENTS_SKIPPED.labels("customer_svc.orders", event.type).inc()
             return  # not an order event this service reacts to
         customer_id = message.customer_id  # type: ignore[attr-defined]
         if not is_uuid(customer_id):

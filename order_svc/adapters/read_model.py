@@ -1,9 +1,10 @@
 """The customer-orders read model: one row per order, in the service's own PostgreSQL schema.
 
-Kept by a subscription to the `order` category. Each event is applied in one transaction with
-the subscription's checkpoint, and events at or below the checkpoint are skipped inside that
-transaction: after a crash, or with several replicas applying the same events, every event
-changes the view exactly once.
+Kept by a consumer group on the `order` category, shared by every replica of order_svc. The
+group delivers an order's events one at a time, in version order; each row keeps the version of
+the last event applied to it, and an event at or below that version changes nothing. So a
+redelivered event (after a crash, a timeout) changes the view once, whichever replica gets it.
+(`checkpoints` is what the durable subscriber that kept the view before groups left behind.)
 """
 
 from __future__ import annotations
@@ -50,37 +51,26 @@ class CustomerOrdersView:
                 CREATE INDEX IF NOT EXISTS customer_orders_customer
                     ON {s}.customer_orders (customer_id, order_id);
                 CREATE TABLE IF NOT EXISTS {s}.checkpoints (
-                    name text PRIMARY KEY, position bigint NOT NULL)"""
+                    name text PRIMARY KEY, position bigint NOT NULL)"""  # read once, see above
             )
 
-    # The Checkpoints protocol: saving happens inside `apply`, with the change it covers.
-    async def load(self, name: str) -> int:
+    async def legacy_checkpoint(self, name: str) -> int:
+        """Where the durable subscriber that kept this view before consumer groups stopped
+        (0: there was none): the view's group starts there."""
         value = await self._pool.fetchval(
             f"SELECT position FROM {self._schema}.checkpoints WHERE name = $1", name
         )
         return int(value or 0)
 
-    async def save(self, name: str, position: int) -> None:
-        return None
-
-    async def apply(self, name: str, event: RecordedEvent) -> None:
+    async def apply(self, event: RecordedEvent) -> None:
+        """Apply one order event. Idempotent per row: an order's row keeps the version of the
+        last event applied to it, and an event at or below it changes nothing. With the
+        group's per-stream order, that makes a redelivery, or several replicas, harmless."""
         message = ORDER_EVENTS.decode(event.type, event.data, event.metadata)
         change = _CHANGES.get(type(message))
-        s = self._schema
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                f"INSERT INTO {s}.checkpoints VALUES ($1, 0) ON CONFLICT DO NOTHING", name
-            )
-            done = await conn.fetchval(
-                f"SELECT position FROM {s}.checkpoints WHERE name = $1 FOR UPDATE", name
-            )
-            if event.position <= done:
-                return  # applied already (a redelivery, or another replica got here first)
-            if change is not None:
-                await change(conn, s, message, event.version)
-            await conn.execute(
-                f"UPDATE {s}.checkpoints SET position = $2 WHERE name = $1", name, event.position
-            )
+        if change is not None:
+            async with self._pool.acquire() as conn:
+                await change(conn, self._schema, message, event.version)
 
     async def customer_orders(self, customer_id: str) -> list[OrderRow]:
         rows = await self._pool.fetch(
@@ -111,7 +101,7 @@ def _moved_to(state: str) -> Callable[..., Awaitable[None]]:
         await conn.execute(
             f"""UPDATE {s}.customer_orders
                 SET state = $2, rejection_reason = $3, version = $4, updated_at = now()
-                WHERE order_id = $1""",
+                WHERE order_id = $1 AND version < $4""",
             message.order_id,
             state,
             getattr(message, "reason", ""),

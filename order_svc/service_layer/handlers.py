@@ -10,6 +10,7 @@ from contracts.customer.v1 import events_pb2 as customer_events
 from event_contracts.customer import CUSTOMER_EVENTS
 from eventstore_client.client import RecordedEvent
 from eventstore_client.repository import Loaded, Repository
+from hosting.metrics import EVENTS_SKIPPED
 from order_svc.adapters.metrics import SAGA_OUTCOMES, SAGA_SECONDS
 from order_svc.domain import order
 from order_svc.domain.order import Order, OrderEvent
@@ -40,6 +41,7 @@ class Orders:
         message = CUSTOMER_EVENTS.decode(event.type, event.data, event.metadata)
         reaction = REACTIONS.get(type(message))
         if message is None or reaction is None:
+            EVENTS_SKIPPED.labels("order_svc.credit", event.type).inc()
             return  # not a credit answer
         outcome, command = reaction(message)
         executed = await self._repository.execute(

@@ -326,3 +326,35 @@ async def test_kill_9_of_customer_svc_mid_saga(new_database: Callable[[], str]) 
                 assert settled_customer.credit_reserved == 3000
     finally:
         system.stop()
+
+
+async def test_poison_events_are_parked_and_the_saga_goes_on(
+    stubs: Stubs, endpoints: Endpoints
+) -> None:
+    """The README's first CLI examples, as a new user types them: an event type no service
+    handles, and an OrderCreated without a customer. Neither stalls anything."""
+    unknown, malformed = f"order-{uuid.uuid4()}", f"order-{uuid.uuid4()}"
+    async with EventStoreClient(endpoints.store) as store:
+        await store.append(unknown, [NewEvent.json("OrderPlaced", {"total": 5})])
+        await store.append(malformed, [NewEvent.json("OrderCreated", {"total": 5})])
+        customer_id = await new_customer(stubs, 500)
+        [order_id] = await place(stubs.orders, customer_id, 1)
+        assert (await settled(stubs.orders, order_id)).state == opb.ORDER_STATE_APPROVED
+
+        async def parked_in(group: str) -> list[str]:
+            for _ in range(200):
+                found = [p for p in await store.read_parked(group) if p.event.stream == malformed]
+                if found:
+                    return [p.reason for p in found]
+                await asyncio.sleep(0.05)
+            return []
+
+        for group in ("customer_svc.orders", "order_svc.customer_orders"):
+            [reason] = await parked_in(group)
+            assert "customer_id" in reason, reason
+            everything = await store.read_parked(group)
+            assert unknown not in {p.event.stream for p in everything}  # skipped, not parked
+    listed = await stubs.orders.ListCustomerOrders(
+        opb.ListCustomerOrdersRequest(customer_id=customer_id)
+    )
+    assert [o.order_id for o in listed.orders] == [order_id]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import time
 
+from eventstore_client import EventStoreClient
 from tools.processes import ServerProcess, unique
 
 
@@ -114,3 +116,35 @@ def test_bad_input_exits_non_zero_with_a_message(store: ServerProcess) -> None:
         timeout=60,
     )
     assert unreachable.returncode == 4 and "cannot reach" in unreachable.stderr
+
+
+def test_groups_parked_and_replay_from_the_command_line(store: ServerProcess) -> None:
+    group, category = unique("g"), unique()
+    created = cli(store, "--json", "create-group", group, "--category", category)
+    assert json.loads(created.stdout) == {"group": group, "created": True}, created.stderr
+    assert cli(store, "append", f"{category}-1", "Bad", "{}").returncode == 0
+
+    async def park() -> None:
+        async with EventStoreClient(store.address) as client, client.consume(group) as session:
+            delivery = await anext(aiter(session.deliveries()))
+            session.nack(delivery.event.position, park=True, reason="field 'x' is missing")
+
+    asyncio.run(park())
+    deadline = time.monotonic() + 10
+    while True:
+        [row] = [
+            json.loads(line)
+            for line in cli(store, "--json", "groups").stdout.splitlines()
+            if json.loads(line)["group"] == group
+        ]
+        if row["parked"] == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert (row["category"], row["parked"], row["lag"]) == (category, 1, 0)
+    assert group in cli(store, "groups").stdout
+    parked = cli(store, "parked", group)
+    assert "Bad" in parked.stdout and "field 'x' is missing" in parked.stdout, parked.stderr
+    replayed = cli(store, "--json", "replay-parked", group)
+    assert json.loads(replayed.stdout) == {"group": group, "replayed": 1}
+    assert cli(store, "parked", "no-such-group").returncode == 1
+    assert cli(store, "delete-group", group).returncode == 0

@@ -58,6 +58,9 @@ def test_the_system_is_all_there() -> None:
         assert ("Service", component) in kinds and ("ServiceAccount", component) in kinds
     assert ("StatefulSet", "postgres") in kinds
     assert workload("kind", "eventstore")["spec"]["replicas"] == 2
+    # Consumer groups share the saga's work between replicas of each service.
+    assert workload("kind", "customer")["spec"]["replicas"] == 2
+    assert workload("kind", "order")["spec"]["replicas"] == 2
     [pdb] = objects("kind", "PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "eventstore"}
 

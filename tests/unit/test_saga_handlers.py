@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from prometheus_client import REGISTRY
 
 from customer_svc.domain.customer import CUSTOMER
 from customer_svc.service_layer.handlers import ORDER_TYPES, Customers
@@ -116,7 +117,10 @@ async def test_events_a_handler_does_not_know_are_skipped_and_malformed_ones_ref
     await store.append("order-x", [NewEvent.json("OrderShipped", {"order_id": "x"})])
     await store.append("order-y", [NewEvent.json("OrderCreated", {"order_id": "y", "total": 5})])
     shipped, created = [e async for e in store.read_all()]
+    labels = {"handler": "customer_svc.orders", "type": "OrderShipped"}
+    before = REGISTRY.get_sample_value("events_skipped_total", labels) or 0.0
     await customers.on_order_event(shipped)
+    assert REGISTRY.get_sample_value("events_skipped_total", labels) == before + 1
     with pytest.raises(MalformedEvent, match="customer_id"):
         await customers.on_order_event(created)
     assert store.head == 2  # nothing was written for either
