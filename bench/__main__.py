@@ -13,9 +13,15 @@ from typing import Any
 
 from bench import plots
 from bench.harness import Bench, Config
-from bench.scenarios import append, live, read, services
+from bench.scenarios import append, groups, live, read, services
 
-SCENARIOS = {"append": append.run, "read": read.run, "live": live.run, "services": services.run}
+SCENARIOS = {
+    "append": append.run,
+    "read": read.run,
+    "live": live.run,
+    "services": services.run,
+    "groups": groups.run,
+}
 
 
 async def main_async(config: Config, only: list[str]) -> None:

@@ -3,11 +3,13 @@ expected version, retry the command on a conflict, snapshot every N events."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic
 
@@ -64,6 +66,23 @@ class Repository(Generic[State, Event]):
         # other writers (other replicas) are seen. 0 turns the cache off.
         self._cache: OrderedDict[str, Loaded[State]] = OrderedDict()
         self._cache_size = cache_size
+        # Commands on one aggregate in this process run one at a time: run together, all but
+        # one would lose the expected-version race and retry. (Measured: a consumer group
+        # handling 32 orders of one customer at once exhausted 20 attempts.) Other processes'
+        # commands still race, and the retry handles that.
+        self._running: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, aggregate_id: str) -> AsyncIterator[None]:
+        lock, users = self._running.setdefault(aggregate_id, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._running[aggregate_id]
 
     def _remember(self, aggregate_id: str, loaded: Loaded[State]) -> None:
         if self._cache_size <= 0:
@@ -130,18 +149,24 @@ class Repository(Generic[State, Event]):
     ) -> Executed[State, Event]:
         """Run a command that creates the aggregate, without loading it first: the append
         expects an empty stream. If the aggregate exists, fall back to `execute`."""
+        async with self._exclusive(aggregate_id):
+            return await self._create(aggregate_id, command)
+
+    async def _create(
+        self, aggregate_id: str, command: Callable[[State], Sequence[Event]]
+    ) -> Executed[State, Event]:
         kind = self._kind
         initial = kind.initial(aggregate_id)
         decided = list(command(initial))
         if not decided:
-            return await self.execute(aggregate_id, command)
+            return await self._execute(aggregate_id, command, "")
         events = self._new_events(aggregate_id, decided, "")
         try:
             result = await self._client.append(
                 kind.stream(aggregate_id), events, expected_version=0
             )
         except WrongExpectedVersionError:
-            return await self.execute(aggregate_id, command)
+            return await self._execute(aggregate_id, command, "")
         loaded = Loaded(kind.fold(initial, decided), result.version)
         self._remember(aggregate_id, loaded)
         return Executed(loaded, decided)
@@ -180,6 +205,12 @@ class Repository(Generic[State, Event]):
         from it: a reaction run twice (a redelivery, two replicas) appends the same ids, and the
         store answers the second append with the first's result instead of writing again.
         """
+        async with self._exclusive(aggregate_id):
+            return await self._execute(aggregate_id, command, causation_id)
+
+    async def _execute(
+        self, aggregate_id: str, command: Callable[[State], Sequence[Event]], causation_id: str
+    ) -> Executed[State, Event]:
         kind = self._kind
         stream = kind.stream(aggregate_id)
         for _ in range(self._max_attempts):

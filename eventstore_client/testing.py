@@ -92,6 +92,7 @@ class InMemoryEventStore:
         *,
         expected_version: int | None = None,
     ) -> AppendResult:
+        await asyncio.sleep(0)  # a real store is a round trip away: let others run meanwhile
         _check_name(stream, "stream")
         if not events:
             raise _invalid("an append needs at least one event", "events")
@@ -167,6 +168,7 @@ class InMemoryEventStore:
     async def read_stream(
         self, stream: str, from_version: int = 0, max_count: int = 0, *, backwards: bool = False
     ) -> AsyncIterator[pb.RecordedEvent]:
+        await asyncio.sleep(0)
         _check_name(stream, "stream")
         events = self._streams.get(stream, [])
         if backwards:

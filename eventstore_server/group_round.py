@@ -15,6 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -53,28 +54,57 @@ async def run_round(
     settings: GroupSettings,
     answers: Answers,
     members: Sequence[Capacity],
+    replica: str,
 ) -> RoundResult:
-    """The round, inside the caller's transaction."""
+    """The round, inside the caller's transaction. `replica` names this store replica in the
+    NOTIFY that tells the others (the sender ignores its own). A round is a handful of
+    statements: it runs after every answer, so every round trip counts."""
     result = RoundResult()
+    name = settings.name
     group = await conn.fetchrow(
-        "SELECT checkpoint, deliveries FROM es_groups WHERE name = $1 FOR UPDATE", settings.name
+        """SELECT g.checkpoint, g.deliveries, h.position AS head
+             FROM es_groups g, es_head h WHERE g.name = $1 FOR UPDATE OF g""",
+        name,
     )
     if group is None:
         return RoundResult(exists=False)
     await _apply_answers(conn, settings, answers, result)
-    await _take_back_expired(conn, settings, result)
-    head: int = await conn.fetchval("SELECT position FROM es_head")
-    checkpoint: int = group["checkpoint"]
+    # Every row the group has; in-flight ones past their deadline, or whose member's replica
+    # stopped refreshing it (it died: nobody else will answer for them), are taken back.
     rows = {
-        r["position"]: r
+        r["position"]: dict(r)
         for r in await conn.fetch(
-            """SELECT position, stream, state, attempts,
+            """SELECT position, stream, state, attempts, member,
                       coalesce(not_before > now(), false) AS later,
-                      extract(epoch FROM coalesce(deadline, not_before) - now()) AS due_in
-                 FROM es_group_events WHERE group_name = $1""",
-            settings.name,
+                      extract(epoch FROM coalesce(deadline, not_before) - now()) AS due_in,
+                      state = 1 AND deadline < now() AS late,
+                      state = 1 AND (deadline < now() OR NOT EXISTS (
+                          SELECT 1 FROM es_group_members m
+                           WHERE m.session = g.member AND m.expires_at > now())) AS expired
+                 FROM es_group_events g WHERE group_name = $1""",
+            name,
         )
     }
+    for row in rows.values():
+        if row["expired"]:
+            result.taken_back.append((row["position"], row["member"]))
+            reason = (
+                f"not acked within {settings.ack_timeout_ms} ms"
+                if row["late"]
+                else "its member's store replica stopped"
+            )
+            reason += f", {row['attempts']} attempts"
+            row["state"] = await _retry_or_park(
+                conn, settings, row["position"], row["attempts"], False, reason, result, False
+            )
+            row["later"], row["due_in"] = False, None
+    capacity = sum(m.free for m in members)
+    if not (answers or result.taken_back or capacity):
+        # Nothing became done or free, and nobody here could take a delivery: no more to do.
+        result.skipped = True
+        return await _notified(conn, settings, result, replica)
+    head: int = group["head"]
+    checkpoint: int = group["checkpoint"]
     window = await conn.fetch(
         f"""SELECT position, stream FROM es_events WHERE {_matching(settings, 4)}
             ORDER BY position LIMIT $3""",
@@ -88,47 +118,50 @@ async def run_round(
         (p, r["stream"]) for p, r in rows.items() if p <= checkpoint and r["state"] not in DONE
     )
     candidates = replays + [(r["position"], r["stream"]) for r in window]
-    chosen = _choose(candidates, rows, sum(m.free for m in members))
+    chosen = _choose(candidates, rows, capacity)
 
     new_checkpoint = checkpoint
     for event in window:
-        row = rows.get(event["position"])
-        if row is None or row["state"] not in DONE:
+        if rows.get(event["position"], {}).get("state") not in DONE:
             break
         new_checkpoint = event["position"]
     else:
         if len(window) < WINDOW:
             new_checkpoint = head
-    if new_checkpoint != checkpoint:
-        result.changed = True
-        await conn.execute(
-            "DELETE FROM es_group_events WHERE group_name = $1 AND position <= $2"
-            " AND state IN (2, 3)",
-            settings.name,
-            new_checkpoint,
-        )
     epoch = group["deliveries"]
     if chosen:
         result.claims = await _claim(conn, settings, chosen, members, epoch)
     if new_checkpoint != checkpoint or chosen:
+        result.changed |= new_checkpoint != checkpoint
         await conn.execute(
-            "UPDATE es_groups SET checkpoint = $2, deliveries = $3 WHERE name = $1",
-            settings.name,
+            """WITH done AS (
+                   DELETE FROM es_group_events
+                    WHERE group_name = $1 AND position <= $2 AND state IN (2, 3) AND $2 > $4
+               )
+               UPDATE es_groups SET checkpoint = $2, deliveries = $3 WHERE name = $1""",
+            name,
             new_checkpoint,
             epoch + len(chosen),
+            checkpoint,
         )
     # Wake for the next ack deadline or retry time still to come (what is due now and was not
     # chosen waits for capacity, and an answer brings the next round).
     dues = [float(r["due_in"]) for r in rows.values() if (r["due_in"] or 0) > 0]
     dues += [settings.ack_timeout_ms / 1000] if chosen else []
     result.next_due = max(0.0, min(dues)) if dues else None
+    return await _notified(conn, settings, result, replica)
+
+
+async def _notified(
+    conn: Connection, settings: GroupSettings, result: RoundResult, replica: str
+) -> RoundResult:
     if result.changed:
-        await conn.execute("SELECT pg_notify('es_groups', $1)", settings.name)
+        await conn.execute("SELECT pg_notify('es_groups', $1)", f"{settings.name} {replica}")
     return result
 
 
 def _choose(
-    candidates: list[tuple[int, str]], rows: dict[int, asyncpg.Record], capacity: int
+    candidates: list[tuple[int, str]], rows: dict[int, dict[str, Any]], capacity: int
 ) -> list[tuple[int, str]]:
     held: set[str] = set()
     chosen: list[tuple[int, str]] = []
@@ -190,34 +223,8 @@ async def _apply_answers(
             result.taken_back.append((row["position"], row["member"]))
             reason = f"taken back after {row['attempts']} attempts: its member left"
             await _retry_or_park(
-                conn, settings, row["position"], row["attempts"], False, reason, result, delay=False
+                conn, settings, row["position"], row["attempts"], False, reason, result, False
             )
-
-
-async def _take_back_expired(
-    conn: Connection, settings: GroupSettings, result: RoundResult
-) -> None:
-    """Deliveries past their ack deadline, and those of members whose replica stopped
-    refreshing them (it died: nobody else will answer for them)."""
-    rows = await conn.fetch(
-        """SELECT position, attempts, member, deadline < now() AS late FROM es_group_events g
-            WHERE group_name = $1 AND state = 1
-              AND (deadline < now() OR NOT EXISTS (
-                   SELECT 1 FROM es_group_members m
-                    WHERE m.session = g.member AND m.expires_at > now()))""",
-        settings.name,
-    )
-    for row in rows:
-        result.taken_back.append((row["position"], row["member"]))
-        reason = (
-            f"not acked within {settings.ack_timeout_ms} ms"
-            if row["late"]
-            else "its member's store replica stopped"
-        )
-        reason += f", {row['attempts']} attempts"
-        await _retry_or_park(
-            conn, settings, row["position"], row["attempts"], False, reason, result, delay=False
-        )
 
 
 async def _retry_or_park(
@@ -228,11 +235,10 @@ async def _retry_or_park(
     park: bool,
     reason: str,
     result: RoundResult,
-    *,
     delay: bool = True,
-) -> None:
+) -> State:
     """A delivery that came back: park it (asked to, or out of attempts), or let it wait for its
-    next attempt (after a back-off when the member asked for a retry)."""
+    next attempt (after a back-off when the member asked for a retry). Its new state."""
     result.changed = True
     if park or attempts >= settings.max_attempts:
         result.parked += 1
@@ -251,7 +257,7 @@ async def _retry_or_park(
             reason or "parked by its consumer",
             attempts,
         )
-        return
+        return State.PARKED
     wait = retry_delay(attempts) if delay else 0.0
     await conn.execute(
         f"""UPDATE es_group_events SET state = 0, member = NULL, deadline = NULL,
@@ -260,6 +266,7 @@ async def _retry_or_park(
         settings.name,
         position,
     )
+    return State.WAITING
 
 
 async def _claim(
@@ -277,7 +284,8 @@ async def _claim(
         free[session] -= 1
         sessions.append(session)
     rows = await conn.fetch(
-        f"""INSERT INTO es_group_events AS g
+        f"""WITH claimed AS (
+            INSERT INTO es_group_events AS g
                 (group_name, position, stream, state, attempts, member, epoch, deadline)
             SELECT $1, c.position, c.stream, 1, 1, c.member, $5 + c.n,
                    now() + interval '{settings.ack_timeout_ms} milliseconds'
@@ -286,21 +294,15 @@ async def _claim(
             ON CONFLICT (group_name, position) DO UPDATE
             SET state = 1, attempts = g.attempts + 1, member = EXCLUDED.member,
                 epoch = EXCLUDED.epoch, deadline = EXCLUDED.deadline, not_before = NULL
-            RETURNING position, attempts, member""",
+            RETURNING position, attempts, member
+        )
+        SELECT c.position, c.attempts, c.member, e.record
+          FROM claimed c JOIN es_events e ON e.position = c.position
+         ORDER BY c.position""",
         settings.name,
         [p for p, _ in chosen],
         [s for _, s in chosen],
         sessions,
         epoch,
     )
-    records = {
-        r["position"]: r["record"]
-        for r in await conn.fetch(
-            "SELECT position, record FROM es_events WHERE position = ANY($1::bigint[])",
-            [p for p, _ in chosen],
-        )
-    }
-    return [
-        Claim(r["position"], r["member"], r["attempts"], records[r["position"]])
-        for r in sorted(rows, key=lambda r: r["position"])
-    ]
+    return [Claim(r["position"], r["member"], r["attempts"], r["record"]) for r in rows]

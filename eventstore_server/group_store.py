@@ -89,6 +89,7 @@ class RoundResult:
     taken_back: list[tuple[int, uuid.UUID]] = field(default_factory=list)
     changed: bool = False  # anything another replica's members might now be able to receive
     next_due: float | None = None  # seconds until a deadline or retry time, if any
+    skipped: bool = False  # the round had nothing to do beyond taking back (next_due unknown)
 
 
 def _matching(settings: GroupSettings, first: int) -> str:
@@ -231,8 +232,8 @@ class GroupStore:
                 name,
                 positions,
             )
-            if positions:
-                await conn.execute("SELECT pg_notify('es_groups', $1)", name)
+            if positions:  # every replica's dispatcher of the group (none is this one's)
+                await conn.execute("SELECT pg_notify('es_groups', $1)", f"{name} replay")
         return len(positions)
 
     async def join(self, name: str, session: uuid.UUID, member: str) -> None:

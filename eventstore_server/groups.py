@@ -29,7 +29,7 @@ from eventstore_server.group_store import (
     RoundResult,
 )
 from eventstore_server.subscriptions import _varint
-from eventstore_server.tail import LiveTail, ShuttingDown
+from eventstore_server.tail import LiveTail, ShuttingDown, TailEvent
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,11 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
+    def matches(self, event: TailEvent) -> bool:
+        """Whether a new event is one of the group's (a round may have something to send)."""
+        category, types = self.settings.category, self.settings.event_types
+        return (not category or event.category == category) and (not types or event.type in types)
+
     def add(self, member: Member) -> None:
         self.members[member.session] = member
         self.wake()
@@ -155,7 +160,7 @@ class Dispatcher:
     async def _round(self, answers: Answers) -> RoundResult:
         capacities = [Capacity(m.session, m.free) for m in self.members.values() if m.free > 0]
         async with self._manager.pool.acquire() as conn, conn.transaction():
-            return await run_round(conn, self.settings, answers, capacities)
+            return await run_round(conn, self.settings, answers, capacities, self._manager.replica)
 
     def _apply(self, result: RoundResult) -> None:
         name = self.settings.name
@@ -173,7 +178,8 @@ class Dispatcher:
             taken = self.members.get(session)
             if taken is not None:
                 taken.in_flight.discard(position)
-        self._next_due = result.next_due
+        if not result.skipped:
+            self._next_due = result.next_due
         metrics.GROUP_DELIVERIES.labels(name).inc(len(result.claims))
         metrics.GROUP_REDELIVERIES.labels(name).inc(sum(c.attempt > 1 for c in result.claims))
         metrics.GROUP_ACKS.labels(name).inc(result.acked)
@@ -195,6 +201,7 @@ class GroupManager:
         self._url = database_url
         self._dispatchers: dict[str, Dispatcher] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.replica = uuid.uuid4().hex  # in NOTIFY payloads, to skip our own
 
     def start(self) -> None:
         self._tasks = [
@@ -253,17 +260,31 @@ class GroupManager:
                 await task
 
     async def _follow_head(self) -> None:
-        seen = self._tail.head
-        with contextlib.suppress(ShuttingDown):
+        """New events wake the dispatchers of the groups they belong to. The tail keeps recent
+        events in memory while it is attached, which is how we know which those are."""
+        tail = self._tail
+        tail.attach()
+        seen = tail.head
+        try:
             while True:
-                await self._tail.wait_beyond(seen)
-                seen = self._tail.head
-                for dispatcher in list(self._dispatchers.values()):
+                await tail.wait_beyond(seen)
+                if tail.covers(seen):
+                    events, seen = tail.after(seen, 1_000_000, lambda e: True)
+                    woken = [d for d in self._dispatchers.values() if any(map(d.matches, events))]
+                else:  # too far behind to tell: wake them all
+                    seen = tail.head
+                    woken = list(self._dispatchers.values())
+                for dispatcher in woken:
                     dispatcher.wake()
+        except ShuttingDown:
+            pass
+        finally:
+            tail.detach()
 
     def _notified(self, payload: str) -> None:
-        dispatcher = self._dispatchers.get(payload)
-        if dispatcher is not None:
+        name, _, replica = payload.rpartition(" ")
+        dispatcher = self._dispatchers.get(name)
+        if dispatcher is not None and replica != self.replica:
             dispatcher.wake()
 
     async def _listen(self) -> None:

@@ -30,6 +30,9 @@ def test_every_benchmark_scenario_runs(postgres_server_url: str) -> None:
         "ReadStream 1000 events",
         "catch-up Subscribe",
         "live latency",
+        "group consumer 10 ms handler",
+        "group delivery latency",
+        "saga replicas",
     } <= scenarios
     assert all(r["value"] > 0 for r in report["results"])
     assert (ROOT / "bench" / "results" / "smoke.md").read_text().startswith("Measured")

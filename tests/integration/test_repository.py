@@ -52,9 +52,10 @@ async def test_conflicting_commands_are_retried_on_fresh_state(client: EventStor
     repository = Repository(client, CUSTOMER)
     customer_id = str(uuid.uuid4())
     await repository.execute(customer_id, lambda s: customer.create(s, "Race", 1000))
+    # One repository each, as fifteen processes would have: the commands race in the store.
     results = await asyncio.gather(
         *(
-            repository.execute(
+            Repository(client, CUSTOMER).execute(
                 customer_id, functools.partial(reserve, order_id=f"o{i}", amount=100)
             )
             for i in range(15)
@@ -75,7 +76,7 @@ async def test_a_reaction_run_twice_appends_once(client: EventStoreClient) -> No
         repository.execute(
             customer_id, lambda s: customer.reserve_credit(s, "o1", 10), causation_id=cause
         ),
-        repository.execute(
+        Repository(client, CUSTOMER).execute(
             customer_id, lambda s: customer.reserve_credit(s, "o1", 10), causation_id=cause
         ),
     )

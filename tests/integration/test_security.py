@@ -282,3 +282,32 @@ def test_policy_files_are_checked_at_start(tmp_path: Path) -> None:
     )
     assert done.returncode == 2 and "unknown operations" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_consumer_groups_need_admin_to_manage_and_subscribe_to_consume(
+    secure_store: SecureStore,
+) -> None:
+    denied = grpc.StatusCode.PERMISSION_DENIED
+    group = f"customer_svc.{uuid.uuid4().hex[:8]}"
+    async with secure_store.client("order_svc") as orders:  # not its group name
+        assert await code_of(orders.create_group(group, category="order")) == denied
+    async with secure_store.client("customer_svc") as customers:
+        assert await customers.create_group(group, category="order")
+        assert await code_of(customers.create_group("order_svc.x", category="order")) == denied
+        assert await code_of(customers.list_groups()) == denied  # that is `stats`
+        assert await customers.replay_parked(group) == 0
+    async with secure_store.client("order_svc") as orders:
+        assert await code_of(orders.replay_parked(group)) == denied
+        assert await code_of(orders.delete_group(group)) == denied
+    async with secure_store.client("operator") as operator:
+        other = f"operator.{uuid.uuid4().hex[:8]}"
+        await operator.create_group(other, category="operatoronly")
+        assert group in {g.group for g in await operator.list_groups()}
+    async with secure_store.client("customer_svc") as customers:
+        # customer_svc may subscribe to `order` only: joining a group on another category fails.
+        with pytest.raises(EventStoreError) as refused:
+            async with customers.consume(other) as session:
+                async for _ in session.deliveries():
+                    pass
+        assert refused.value.code == denied
+        await customers.delete_group(group)

@@ -8,14 +8,16 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
 from customer_svc.domain.customer import CUSTOMER
 from customer_svc.service_layer.handlers import ORDER_TYPES, Customers
-from eventstore_client.client import NewEvent
+from eventstore_client.client import AppendResult, NewEvent
 from eventstore_client.codec import MalformedEvent
+from eventstore_client.errors import WrongExpectedVersionError
 from eventstore_client.repository import Repository
 from eventstore_client.subscription import SubscriptionRunner
 from eventstore_client.testing import InMemoryEventStore
@@ -124,3 +126,41 @@ async def test_events_a_handler_does_not_know_are_skipped_and_malformed_ones_ref
     with pytest.raises(MalformedEvent, match="customer_id"):
         await customers.on_order_event(created)
     assert store.head == 2  # nothing was written for either
+
+
+class CountingStore(InMemoryEventStore):
+    """The in-memory store, counting the appends it refuses for a wrong expected version."""
+
+    conflicts = 0
+
+    async def append(self, *args: Any, **kwargs: Any) -> AppendResult:
+        try:
+            return await super().append(*args, **kwargs)
+        except WrongExpectedVersionError:
+            self.conflicts += 1
+            raise
+
+
+@pytest.mark.parametrize("repositories", [1, 4])
+async def test_one_repository_runs_commands_on_an_aggregate_one_at_a_time(
+    repositories: int,
+) -> None:
+    store = CountingStore()
+    customer_id = str(uuid.uuid4())
+    customers = [Customers(Repository(store, CUSTOMER)) for _ in range(repositories)]
+    await customers[0].create(customer_id, "Hot", 10**6)
+    orders = Orders(Repository(store, ORDER))
+    created = []
+    for _ in range(32):
+        order_id = str(uuid.uuid4())
+        await orders.create(order_id, customer_id, 1)
+        [event] = await store.read_stream_list(ORDER.stream(order_id))
+        created.append(event)
+    await asyncio.gather(
+        *(customers[i % repositories].on_order_event(e) for i, e in enumerate(created))
+    )
+    assert (await customers[0].get(customer_id)).state.credit_reserved == 32
+    if repositories == 1:
+        assert store.conflicts == 0  # in one process, commands on one customer queue up
+    else:
+        assert store.conflicts > 0  # separate processes race, and the retry sorts it out
