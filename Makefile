@@ -73,5 +73,6 @@ kind-test: $(STAMP)  ## the end-to-end saga tests against the cluster, through p
 kind-down:  ## delete the cluster
 	kind delete cluster --name $(KIND_CLUSTER)
 
-clean:
+clean:  ## remove .venv and .run (with PostgreSQL's data, also where .run/pgdata links to)
+	if [ -L .run/pgdata ]; then rm -rf "$$(readlink .run/pgdata)"; fi
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache

@@ -8,6 +8,7 @@ import os
 from eventstore_server.config import parse
 from eventstore_server.server import serve
 from hosting import event_loop, telemetry
+from hosting.security import CannotListen
 
 
 def main() -> None:
@@ -19,6 +20,8 @@ def main() -> None:
     telemetry.setup("eventstore", grpc_client=False, asyncpg=True)
     try:
         event_loop.run(serve(settings))
+    except CannotListen as error:
+        raise SystemExit(f"eventstore: {error}") from None
     finally:
         telemetry.shutdown()  # spans flushed before the process exits
 

@@ -25,7 +25,8 @@ from hosting.grpc_server import (
     health_only_server,
     until_signalled,
 )
-from hosting.security import add_port, server_tls
+from hosting.ports import busy_message, in_use
+from hosting.security import NO_PORT_SHARING, CannotListen, add_port, server_tls
 
 log = logging.getLogger("eventstore_server")
 # While the database is down, asyncpg's pool logs a warning with a full traceback on every
@@ -46,6 +47,7 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ("grpc.http2.max_pings_without_data", 0),
+        NO_PORT_SHARING,
     ]
 
 
@@ -79,6 +81,13 @@ async def connect(settings: Settings, patience: float = 60.0) -> asyncpg.Pool:
             if applied:
                 log.info("applied migrations: %s", ", ".join(applied))
             return pool
+        except (
+            asyncpg.InvalidCatalogNameError,
+            asyncpg.InvalidPasswordError,
+            asyncpg.InvalidAuthorizationSpecificationError,
+        ) as exc:
+            # Waiting cannot fix these: say so in one line (not a traceback per retry).
+            raise SystemExit(f"eventstore: {exc} (check --database-url / DATABASE_URL)") from None
         except (*CONNECTION_ERRORS, asyncpg.CannotConnectNowError) as exc:
             if time.monotonic() > deadline:
                 raise
@@ -117,6 +126,9 @@ async def _watch_health(
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT, then drain and close."""
+    listen_host, _, listen_port = settings.listen.rpartition(":")
+    if listen_port.isdigit() and in_use(listen_host.strip("[]") or "0.0.0.0", int(listen_port)):
+        raise CannotListen(busy_message(settings.listen))  # before touching the database
     access = Access.from_files(settings.tokens_file, settings.tls_client_ca, settings.policy_file)
     tls = server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     metrics.start(settings.metrics_listen)

@@ -11,12 +11,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from hosting.security import add_port
+from hosting.security import NO_PORT_SHARING, add_port
 
 
 async def health_only_server(address: str, servicer: health.aio.HealthServicer) -> grpc.aio.Server:
     """Plaintext health on a port of its own: kubelet's gRPC probes cannot speak TLS."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=[NO_PORT_SHARING])
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     add_port(server, address, None)
     await server.start()

@@ -15,6 +15,8 @@ from typing import Any
 
 import grpc
 
+from hosting.ports import busy_message, in_use
+
 AUTHORIZATION = "authorization"
 BEARER = "bearer "
 
@@ -51,15 +53,30 @@ def server_tls(cert_file: str, key_file: str, client_ca_file: str = "") -> Serve
     return ServerTLS(cert_file, key_file, client_ca_file)
 
 
+class CannotListen(Exception):
+    """The address to serve on is taken (the message names it, and who holds it) or invalid."""
+
+
 def add_port(server: grpc.aio.Server, address: str, tls: ServerTLS | None) -> int:
-    """Listen on `address`, over TLS when configured; the bound port."""
-    if tls is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, tls.credentials())
+    """Listen on `address`, over TLS when configured; the bound port. The servers are made
+    without SO_REUSEPORT (`NO_PORT_SHARING`), so a second server on a port fails here."""
+    try:
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, tls.credentials())
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise RuntimeError(f"cannot listen on {address}")
+        host, _, wanted = address.rpartition(":")
+        taken = wanted.isdigit() and in_use(host.strip("[]") or "0.0.0.0", int(wanted))
+        raise CannotListen(busy_message(address) if taken else f"cannot listen on {address}")
     return port
+
+
+# gRPC servers share ports by default (SO_REUSEPORT): a second store on the same port would start
+# silently beside the first. Every server of ours is made with this option instead.
+NO_PORT_SHARING = ("grpc.so_reuseport", 0)
 
 
 class Tokens:

@@ -17,7 +17,7 @@ from prometheus_client import start_http_server
 from hosting import event_loop, telemetry
 from hosting.grpc_server import add_health_and_reflection, health_only_server, until_signalled
 from hosting.interceptors import RefuseMalformed
-from hosting.security import RequireToken, Tokens, add_port
+from hosting.security import NO_PORT_SHARING, CannotListen, RequireToken, Tokens, add_port
 from hosting.settings import ServiceSettings, parse_settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ def main(
     telemetry.setup(name, asyncpg=asyncpg)
     try:
         event_loop.run(run(settings))
+    except CannotListen as error:
+        raise SystemExit(f"{name}: {error}") from None
     finally:
         telemetry.shutdown()
 
@@ -59,7 +61,7 @@ async def serve(
     interceptors: list[grpc.aio.ServerInterceptor] = [RefuseMalformed()]
     if settings.tokens_file:
         interceptors.insert(0, RequireToken(Tokens.from_file(settings.tokens_file)))
-    server = grpc.aio.server(interceptors=interceptors)
+    server = grpc.aio.server(interceptors=interceptors, options=[NO_PORT_SHARING])
     names = list(register(server))
     health_servicer = add_health_and_reflection(server, names)
     port = add_port(server, settings.listen, settings.tls)

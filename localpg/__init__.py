@@ -6,6 +6,6 @@ the server on a known TCP port, which the wrapper (Unix socket only, shared lock
 offer.
 """
 
-from localpg.server import LocalPostgres, free_port
+from localpg.server import LocalPostgres, data_directory, free_port
 
-__all__ = ["LocalPostgres", "free_port"]
+__all__ = ["LocalPostgres", "data_directory", "free_port"]

@@ -58,6 +58,42 @@ def _reachable_bin(bin_dir: Path) -> Path:
     return copy / package.name / install.name / "bin"
 
 
+def reachable_by_unprivileged(path: Path) -> bool:
+    """Whether UNPRIVILEGED_USER can get to `path` (every directory above it is open to others:
+    not so in a checkout under `mktemp -d`, mode 0700)."""
+    path = path.resolve()
+    return all(d.stat().st_mode & stat.S_IXOTH for d in path.parents if d.exists())
+
+
+def data_directory(wanted: Path) -> tuple[Path, str]:
+    """Where a cluster meant for `wanted` can live, and a note for the user when elsewhere.
+
+    PostgreSQL refuses to run as root, so under root it runs as UNPRIVILEGED_USER, which cannot
+    reach a directory inside a private one. Then the data lives in a directory of its own under
+    /var/tmp (kept across restarts and reboots, like `wanted`), and `wanted` becomes a link to it.
+    """
+    if os.geteuid() != 0 or reachable_by_unprivileged(wanted.parent):
+        return wanted, ""
+    if wanted.is_symlink():
+        return wanted.resolve(), ""
+    if (wanted / "PG_VERSION").exists():
+        return wanted, ""  # made when it could be reached: PostgreSQL will say if it no longer can
+    base = Path("/var/tmp") if Path("/var/tmp").is_dir() else Path(tempfile.gettempdir())
+    key = hashlib.sha256(str(wanted.resolve()).encode()).hexdigest()[:12]
+    elsewhere = base / f"localpg-{key}" / wanted.name
+    elsewhere.parent.mkdir(mode=0o711, exist_ok=True)
+    if wanted.exists() and not any(wanted.iterdir()):
+        wanted.rmdir()
+    if not wanted.exists():
+        wanted.parent.mkdir(parents=True, exist_ok=True)
+        wanted.symlink_to(elsewhere, target_is_directory=True)
+    note = (
+        f"PostgreSQL runs as {UNPRIVILEGED_USER} (it refuses root), who cannot enter "
+        f"{wanted.parent}: its data is in {elsewhere} ({wanted} links there)"
+    )
+    return elsewhere, note
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
@@ -117,7 +153,7 @@ class LocalPostgres:
         if self._user is not None:
             # The unprivileged user must be able to reach the data directory.
             self.data_dir.parent.chmod(self.data_dir.parent.stat().st_mode | 0o711)
-        subprocess.run(
+        done = subprocess.run(
             [
                 str(self._bin / "initdb"),
                 "-D",
@@ -129,11 +165,15 @@ class LocalPostgres:
                 "UTF8",
                 "--no-instructions",
             ],
-            check=True,
+            check=False,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             user=self._user,
         )
+        if done.returncode != 0:  # initdb's own words say why (a directory it cannot reach, ...)
+            raise RuntimeError(
+                f"initdb failed for {self.data_dir}: {done.stderr.decode(errors='replace').strip()}"
+            )
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the server (creating the cluster first if needed) and wait until it accepts."""
@@ -166,7 +206,12 @@ class LocalPostgres:
             if self._process.poll() is not None:
                 raise RuntimeError(f"postgres exited: {self.log_path.read_text()[-2000:]}")
             ready = subprocess.run(
-                [str(self._bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                # As the cluster's user: without -U it asks as the OS user ("root"), and the
+                # server logs `FATAL: role "root" does not exist` at every start.
+                [
+                    str(self._bin / "pg_isready"),
+                    *("-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"),
+                ],
                 check=False,
             )
             if ready.returncode == 0:

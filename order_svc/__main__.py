@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import asyncpg
 import grpc
 
 from contracts.order.v1 import order_pb2, order_pb2_grpc
@@ -13,6 +12,7 @@ from eventstore_client import EventStoreClient
 from eventstore_client.consumer import GroupConsumer, ensure_group
 from eventstore_client.repository import Repository
 from hosting import service as hosting
+from hosting.database import connect_pool
 from hosting.service import serve
 from hosting.settings import ServiceSettings
 from order_svc.adapters.read_model import CustomerOrdersView
@@ -30,7 +30,7 @@ VIEW_GROUP = "order_svc.customer_orders"
 async def run(settings: ServiceSettings) -> None:
     if not settings.database_url:
         sys.exit("order_svc needs --database-url (or DATABASE_URL) for its read model")
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=5)
+    pool = await connect_pool("order_svc", settings.database_url, min_size=1, max_size=5)
     view = CustomerOrdersView(pool)
     await view.setup()
     async with EventStoreClient(

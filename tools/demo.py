@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import os
 import signal
@@ -39,22 +40,32 @@ def system() -> Iterator[None]:
         yield
         return
     print("starting the system (as `make run` does)...", flush=True)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tools.run_local"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    (ROOT / ".run").mkdir(exist_ok=True)
+    log_path = ROOT / ".run" / "demo-system.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tools.run_local"], cwd=ROOT, stdout=log, stderr=log
+        )
     try:
         deadline = time.monotonic() + 60
         while not all(health_status(a) == 1 for a in (STORE, CUSTOMERS, ORDERS)):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the system did not start; try `make run` to see why")
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-15:]
+                raise SystemExit(
+                    "the system did not start; what `make run` said:\n  " + "\n  ".join(tail)
+                )
             time.sleep(0.2)
         yield
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(30)
+
+
+def _shown(key: str, value: object) -> object:
+    """A field as a person reads it: times (seconds since the epoch) as times of day."""
+    if key.endswith("_at") and isinstance(value, int | float):
+        return datetime.datetime.fromtimestamp(value).strftime("%H:%M:%S.%f")[:-3]
+    return value
 
 
 async def print_events(store: EventStoreClient, after: int) -> None:
@@ -66,7 +77,9 @@ async def print_events(store: EventStoreClient, after: int) -> None:
                 fields = {"data": e.data[:40]}
             if not isinstance(fields, dict):
                 fields = {"data": fields}
-            shown = ", ".join(f"{k}={v}" for k, v in fields.items() if not k.endswith("_id"))
+            shown = ", ".join(
+                f"{k}={_shown(k, v)}" for k, v in fields.items() if not k.endswith("_id")
+            )
             where = f"{e.stream[:22]:<22} v{e.version:<3}"
             print(f"    event {e.position:>6}  {where} {e.type:<20} {shown}", flush=True)
 

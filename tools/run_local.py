@@ -16,7 +16,8 @@ from pathlib import Path
 
 import asyncpg
 
-from localpg import LocalPostgres
+from hosting.ports import busy_message, in_use
+from localpg import LocalPostgres, data_directory
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
@@ -50,18 +51,63 @@ def _processes(database_url: str) -> list[tuple[str, list[str]]]:
     ]
 
 
+def _ports(embedded: bool, receiver: bool) -> list[tuple[str, int]]:
+    """Every port `make run` is about to listen on, with what for."""
+    ports = [
+        ("the store", int(os.environ.get("EVENTSTORE_PORT", "50051"))),
+        ("customer_svc", int(os.environ.get("CUSTOMER_PORT", "50052"))),
+        ("order_svc", int(os.environ.get("ORDER_PORT", "50053"))),
+    ]
+    metrics = int(os.environ.get("METRICS_PORT", "9101"))
+    ports += [(f"{name}'s metrics", metrics + i) for i, (name, _) in enumerate(ports)]
+    if embedded:
+        ports.append(("PostgreSQL", int(os.environ.get("LOCALPG_PORT", "5433"))))
+    if receiver:
+        ports.append(("the trace receiver", int(os.environ.get("OTLP_PORT", "4317"))))
+    return ports
+
+
+def _check_ports(ports: list[tuple[str, int]]) -> None:
+    """Before anything starts: a port in use is named, with what holds it."""
+    busy = [
+        f"port {port} ({what}): {busy_message(f'127.0.0.1:{port}')}"
+        for what, port in ports
+        if in_use("127.0.0.1", port)
+    ]
+    if busy:
+        raise SystemExit(
+            "make run: cannot start, ports are taken (is another `make run` up?)\n  "
+            + "\n  ".join(busy)
+        )
+
+
+def _postgres() -> tuple[LocalPostgres, str]:
+    data, note = data_directory(RUN / "pgdata")
+    if note:
+        print(note, flush=True)
+    pg = LocalPostgres(data, int(os.environ.get("LOCALPG_PORT", "5433")), ephemeral=False)
+    try:
+        pg.start()
+    except (RuntimeError, TimeoutError, OSError) as error:
+        raise SystemExit(f"make run: PostgreSQL did not start: {error}") from None
+    return pg, asyncio.run(_ensure_database(pg.dsn, "eventstore"))
+
+
+def _tracing_wanted() -> bool:
+    return not any(
+        k.startswith("OTEL_EXPORTER_OTLP") or k == "OTEL_TRACES_EXPORTER" for k in os.environ
+    )
+
+
 def main() -> None:
     RUN.mkdir(exist_ok=True)
     pg: LocalPostgres | None = None
     server_url = os.environ.get("DATABASE_URL", "")
+    _check_ports(_ports(embedded=not server_url, receiver=_tracing_wanted()))
     if server_url:
         database_url = server_url
     else:
-        pg = LocalPostgres(
-            RUN / "pgdata", int(os.environ.get("LOCALPG_PORT", "5433")), ephemeral=False
-        )
-        pg.start()
-        database_url = asyncio.run(_ensure_database(pg.dsn, "eventstore"))
+        pg, database_url = _postgres()
         print(f"PostgreSQL (embedded) at {database_url}", flush=True)
 
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -75,7 +121,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     # Traces: unless OTEL_* says otherwise, a local receiver keeps them for `make traces`.
     env = dict(os.environ)
-    if not any(k.startswith("OTEL_EXPORTER_OTLP") or k == "OTEL_TRACES_EXPORTER" for k in env):
+    if _tracing_wanted():
         otlp = f"127.0.0.1:{os.environ.get('OTLP_PORT', '4317')}"
         children.append(
             (
@@ -104,17 +150,23 @@ def main() -> None:
         }
     try:
         for module, args in _processes(database_url):
-            process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env)
+            # Each in a session of its own: Ctrl-C reaches only us, and we stop them in order
+            # (the services before the store they depend on), so none logs the others' exit.
+            process = subprocess.Popen(
+                [sys.executable, "-m", module, *args], cwd=ROOT, env=env, start_new_session=True
+            )
             children.append((module, process))
             time.sleep(0.5)  # let the store migrate before the services connect to it
         print("Running. Ctrl-C stops everything.", flush=True)
         while not stopping and all(c.poll() is None for _, c in children):
             time.sleep(0.2)
     finally:
-        # Servers first (they flush their spans on the way out), the trace receiver last.
-        servers = [c for c in children if c[0] != "otlp_receiver"]
+        # The services, then the store (they flush their spans on the way out), the trace
+        # receiver last.
+        services = [c for c in children if c[0] in ("customer_svc", "order_svc")]
+        stores = [c for c in children if c[0] == "eventstore_server"]
         receivers = [c for c in children if c[0] == "otlp_receiver"]
-        for group in (servers, receivers):
+        for group in (services, stores, receivers):
             for _, child in reversed(group):
                 if child.poll() is None:
                     child.send_signal(signal.SIGTERM)

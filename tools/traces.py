@@ -1,12 +1,17 @@
 """`make traces`: the last traces `make run` recorded (.run/spans.jsonl), as waterfalls.
 
-python -m tools.traces [--last 3] [--file .run/spans.jsonl]
+python -m tools.traces [--rpc CreateOrder] [--last 1] [--all] [--file .run/spans.jsonl]
+
+By default the last CreateOrder: the saga across all three services and the database, as the
+README shows it. `--rpc ''` shows the last requests of any kind.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -33,18 +38,27 @@ def draw(spans: list[Span]) -> list[str]:
     children: dict[str, list[Span]] = defaultdict(list)
     for s in spans:
         children[s.parent_span_id if s.parent_span_id in ids else ""].append(s)
-    lines = [f"trace {spans[0].trace_id}  {(end - start) / 1e6:.1f} ms, {len(spans)} spans"]
+    header = f"trace {spans[0].trace_id}  {(end - start) / 1e6:.1f} ms, {len(spans)} spans"
+    rows: list[tuple[str, Span]] = []
 
     def walk(parent: str, depth: int) -> None:
         for s in sorted(children[parent], key=lambda x: x.start_ns):
-            left = int((s.start_ns - start) * scale)
-            bar = " " * left + "█" * max(1, int((s.end_ns - s.start_ns) * scale))
-            label = f"{'  ' * depth}{s.service}: {s.name} {KIND.get(s.kind, '')}".rstrip()
-            lines.append(f"{label[:58]:<58} {bar:<{WIDTH}} {(s.end_ns - s.start_ns) / 1e6:7.2f} ms")
+            rows.append((f"{'  ' * depth}{s.service}: {s.name} {KIND.get(s.kind, '')}".rstrip(), s))
             walk(s.span_id, depth + 1)
 
     walk("", 0)
+    width = max(len(label) for label, _ in rows)  # names in full, however long
+    lines = [header]
+    for label, s in rows:
+        left = int((s.start_ns - start) * scale)
+        bar = " " * left + "█" * max(1, int((s.end_ns - s.start_ns) * scale))
+        lines.append(f"{label:<{width}} {bar:<{WIDTH}} {(s.end_ns - s.start_ns) / 1e6:7.2f} ms")
     return lines
+
+
+def _calls(span: Span, rpc: str) -> bool:
+    """A server span of the method `rpc` (its name ends with `/rpc`)."""
+    return span.kind == 2 and span.name.rsplit("/", 1)[-1] == rpc
 
 
 def main() -> None:
@@ -52,7 +66,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--file", type=Path, default=Path(".run/spans.jsonl"))
-    parser.add_argument("--last", type=int, default=3, help="how many traces")
+    parser.add_argument("--last", type=int, default=1, help="how many traces")
+    parser.add_argument(
+        "--rpc", default="CreateOrder", help="traces of calls to this method ('': any request)"
+    )
     parser.add_argument(
         "--all", action="store_true", help="also background traces (checkpoints, polling)"
     )
@@ -66,11 +83,28 @@ def main() -> None:
                 s.kind == 2 and s.parent_span_id not in {x.span_id for x in spans} for s in spans
             )
         }
+    if args.rpc:
+        traces = {
+            t: spans for t, spans in traces.items() if any(_calls(s, args.rpc) for s in spans)
+        }
     if not traces:
-        raise SystemExit(f"no spans in {args.file}: is `make run` up, and has anything happened?")
+        wanted = f" of {args.rpc}" if args.rpc else ""
+        raise SystemExit(
+            f"no traces{wanted} in {args.file}: is `make run` up, and has `make demo` run?"
+        )
     latest = sorted(traces.values(), key=lambda spans: min(s.start_ns for s in spans))[-args.last :]
-    for spans in latest:
-        print("\n".join(draw(spans)), end="\n\n")
+    try:
+        for spans in latest:
+            print("\n".join(draw(spans)), end="\n\n", flush=True)
+    except BrokenPipeError:  # `make traces | head`: the reader has all it wanted
+        end_of_output()
+
+
+def end_of_output() -> None:
+    """Stop writing to a pipe whose reader has gone (as `head` does), quietly and with success."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail again
+    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,15 @@ def test_append_then_read_back(store: ServerProcess) -> None:
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["version"] == 1
     second = cli(
-        store, "append", stream, "Noted", "--metadata", "by=cli", stdin="plain text from stdin"
+        store,
+        "append",
+        stream,
+        "Noted",
+        "--metadata",
+        "by=cli",
+        "--content-type",
+        "text/plain",
+        stdin="plain text from stdin",
     )
     assert second.returncode == 0, second.stderr
     assert "version: 2" in second.stdout
