@@ -18,6 +18,7 @@ from contracts.eventstore.v1 import eventstore_pb2_grpc as pb_grpc
 from eventstore_client import tracing
 from eventstore_client.errors import EventStoreError, UnavailableError, from_rpc_error
 from eventstore_client.security import PLAINTEXT, ChannelSecurity
+from eventstore_client.sessions import AppendSessions
 
 RecordedEvent = pb.RecordedEvent
 Snapshot = pb.Snapshot
@@ -95,14 +96,18 @@ class EventStoreClient:
         security: ChannelSecurity = PLAINTEXT,
         retries: int = 5,
         timeout: float | None = 30.0,
+        append_sessions: int = 1,
     ) -> None:
         """`security`: the CA file for TLS, a client certificate, a bearer token
-        (`ChannelSecurity.from_files(...)`); plaintext by default."""
+        (`ChannelSecurity.from_files(...)`); plaintext by default. `append_sessions`: appends
+        go over this many AppendSession calls, shared by every caller (0: one unary Append
+        call each, as before; what a store without sessions needs)."""
         self.address = address
         self._channel = channel or security.channel(address, channel_options())
         self._stub = pb_grpc.EventStoreStub(self._channel)
         self._retries = retries
         self._timeout = timeout
+        self._sessions = AppendSessions(self._stub, append_sessions) if append_sessions else None
 
     @property
     def stub(self) -> pb_grpc.EventStoreStub:
@@ -110,6 +115,8 @@ class EventStoreClient:
         return self._stub
 
     async def close(self) -> None:
+        if self._sessions is not None:
+            await self._sessions.close()
         await self._channel.close()
 
     async def __aenter__(self) -> EventStoreClient:
@@ -131,26 +138,33 @@ class EventStoreClient:
         """Append events atomically. `expected_version=N` requires the stream to be at version N;
         `expected=Expected.NO_STREAM` / `STREAM_EXISTS` / `ANY` check the state instead."""
         request = pb.AppendRequest(stream=stream, events=[e.to_proto() for e in events])
-        carrier: dict[str, str] = {}
-        tracing.inject(carrier)
-        if carrier:  # the producer's trace context travels with each event
-            for event in request.events:
-                for key, value in carrier.items():
-                    if key not in event.metadata:
-                        event.metadata[key] = value
         if expected_version is not None:
             request.expected_version = expected_version
         elif expected is not None:
             request.expected_state = expected  # type: ignore[assignment]
+        if self._sessions is None:  # the gRPC instrumentation's client span is the append's
+            tracing.inject_into(request)
+            return await self._append(request)
+        # On a session the call spans many appends: each gets a client span of its own.
+        with tracing.append_span(stream):
+            tracing.inject_into(request)
+            return await self._append(request)
+
+    async def _append(self, request: pb.AppendRequest) -> AppendResult:
         delay = 0.05
         for attempt in range(self._retries + 1):
             try:
-                response = await self._stub.Append(request, timeout=self._timeout)
+                if self._sessions is not None:
+                    response = await self._sessions.append(request, self._timeout)
+                else:
+                    response = await self._stub.Append(request, timeout=self._timeout)
                 return AppendResult(response.version, response.position)
             except grpc.aio.AioRpcError as error:
                 failure = from_rpc_error(error)
-                if not isinstance(failure, UnavailableError) or attempt == self._retries:
-                    raise failure from None
+            except EventStoreError as error:
+                failure = error
+            if not isinstance(failure, UnavailableError) or attempt == self._retries:
+                raise failure from None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
         raise AssertionError("unreachable")
@@ -250,6 +264,26 @@ class EventStoreClient:
             self._stub.ReadSnapshot, pb.ReadSnapshotRequest(stream=stream, max_version=max_version)
         )
         return response.snapshot if response.found else None
+
+    async def load_stream(
+        self,
+        stream: str,
+        max_version: int = 0,
+        snapshot_metadata: Mapping[str, str] | None = None,
+    ) -> AsyncGenerator[pb.Snapshot | pb.RecordedEvent, None]:
+        """An aggregate's history in one call: the latest snapshot at or below `max_version`
+        (0: the latest) whose metadata has `snapshot_metadata`'s entries, if there is one,
+        then the events after it (up to `max_version`)."""
+        request = pb.LoadStreamRequest(
+            stream=stream, max_version=max_version, snapshot_metadata=dict(snapshot_metadata or {})
+        )
+        async for response in self._responses(
+            self._stub.LoadStream(request, timeout=self._timeout)
+        ):
+            if response.HasField("snapshot"):
+                yield response.snapshot
+            for event in response.events:
+                yield event
 
     async def stats(self) -> pb.GetStatsResponse:
         """Head position, stream count and durable subscribers with their lag."""

@@ -81,7 +81,24 @@ def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | Non
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError) -> EventStoreError:
-    info = error_info(error)
+    return _typed(error.code(), error.details() or "", error_info(error))
+
+
+def from_status(status: status_pb2.Status) -> EventStoreError:
+    """The error a google.rpc.Status stands for (an AppendSession answer, say)."""
+    code = next((c for c in grpc.StatusCode if c.value[0] == status.code), grpc.StatusCode.UNKNOWN)
+    info = None
+    for detail in status.details:
+        found = error_details_pb2.ErrorInfo()
+        if detail.Unpack(found):
+            info = found
+            break
+    return _typed(code, status.message, info)
+
+
+def _typed(
+    code: grpc.StatusCode, message: str, info: error_details_pb2.ErrorInfo | None
+) -> EventStoreError:
     reason = info.reason if info else ""
-    kind = _BY_REASON.get(reason) or _BY_CODE.get(error.code(), EventStoreError)
-    return kind(error.code(), error.details() or "", reason, dict(info.metadata) if info else None)
+    kind = _BY_REASON.get(reason) or _BY_CODE.get(code, EventStoreError)
+    return kind(code, message, reason, dict(info.metadata) if info else None)

@@ -6,19 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic
 
+from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_client.aggregate import AggregateType, Event, State
 from eventstore_client.client import NewEvent
 from eventstore_client.errors import WrongExpectedVersionError
 from eventstore_client.store import EventStore
-
-log = logging.getLogger(__name__)
 
 SNAPSHOT_TYPE = "Snapshot"
 
@@ -104,20 +102,25 @@ class Repository(Generic[State, Event]):
         return loaded
 
     async def _load_from_snapshot(self, aggregate_id: str, as_of_version: int) -> Loaded[State]:
+        """One call: the latest snapshot of the current schema (at or below `as_of_version`)
+        and the events after it; without such a snapshot, the events from the first."""
         kind = self._kind
-        stream = kind.stream(aggregate_id)
         state = kind.initial(aggregate_id)
-        start = 0
-        snapshot = await self._client.read_snapshot(stream, max_version=as_of_version)
-        if snapshot is not None and snapshot.metadata.get("schema") == str(kind.snapshot_schema):
-            state = kind.from_snapshot(json.loads(snapshot.data))
-            start = snapshot.version
-        elif snapshot is not None:
-            log.info("ignoring %s snapshot of schema %s", stream, snapshot.metadata.get("schema"))
-        count = as_of_version - start if as_of_version else 0
-        if as_of_version and count <= 0:
-            return Loaded(state, start, start, 0)
-        return await self._fold_from(aggregate_id, state, start, count)
+        start = version = read = 0
+        async for item in self._client.load_stream(
+            kind.stream(aggregate_id),
+            as_of_version,
+            {"schema": str(kind.snapshot_schema)},
+        ):
+            if isinstance(item, pb.Snapshot):
+                state = kind.from_snapshot(json.loads(item.data))
+                start = version = item.version
+                continue
+            event = kind.codec.decode(item.type, item.data, item.metadata)
+            if event is not None:
+                state = kind.evolve(state, event)
+            version, read = item.version, read + 1
+        return Loaded(state, version, start, read)
 
     async def _fold_from(
         self,

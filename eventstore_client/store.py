@@ -65,3 +65,10 @@ class EventStore(Protocol):
     ) -> None: ...
 
     async def read_snapshot(self, stream: str, max_version: int = 0) -> pb.Snapshot | None: ...
+
+    def load_stream(
+        self,
+        stream: str,
+        max_version: int = 0,
+        snapshot_metadata: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[pb.Snapshot | pb.RecordedEvent]: ...

@@ -289,6 +289,28 @@ class InMemoryEventStore:
             recorded_at=_now(),
         )
 
+    async def load_stream(
+        self,
+        stream: str,
+        max_version: int = 0,
+        snapshot_metadata: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[pb.Snapshot | pb.RecordedEvent]:
+        _check_name(stream, "stream")
+        wanted = dict(snapshot_metadata or {}).items()
+        fitting = [
+            v
+            for v, snap in self._snapshots.get(stream, {}).items()
+            if (not max_version or v <= max_version) and wanted <= dict(snap.metadata).items()
+        ]
+        start = 1
+        if fitting:
+            snapshot = self._snapshots[stream][max(fitting)]
+            start = snapshot.version + 1
+            yield snapshot
+        await asyncio.sleep(0)
+        for event in self._streams.get(stream, [])[start - 1 : max_version or None]:
+            yield event
+
     async def read_snapshot(self, stream: str, max_version: int = 0) -> pb.Snapshot | None:
         _check_name(stream, "stream")
         versions = [

@@ -15,6 +15,34 @@ from opentelemetry.trace import SpanKind
 TRACE_KEYS = ("traceparent", "tracestate")
 
 
+_tracer = trace.get_tracer(__name__)
+
+
+def inject_into(request: Any) -> None:
+    """The producer's trace context into every event of an AppendRequest (unless set)."""
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    if carrier:
+        for event in request.events:
+            for key, value in carrier.items():
+                if key not in event.metadata:
+                    event.metadata[key] = value
+
+
+def append_span(stream: str) -> contextlib.AbstractContextManager[Any]:
+    """A CLIENT span for one append sent on an AppendSession."""
+    return _tracer.start_as_current_span(
+        "eventstore append",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "rpc.system": "grpc",
+            "rpc.service": "eventstore.v1.EventStore",
+            "rpc.method": "AppendSession",
+            "messaging.destination.name": stream,
+        },
+    )
+
+
 def inject(metadata: MutableMapping[str, str]) -> None:
     """Store the current trace context (W3C traceparent / tracestate) in an event's metadata."""
     if trace.get_current_span().get_span_context().is_valid:

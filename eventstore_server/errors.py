@@ -25,14 +25,17 @@ class StoreError(Exception):
         self.message = message
         self.metadata = metadata
 
-    def to_status(self) -> grpc.Status:
+    def status_message(self) -> status_pb2.Status:
+        """As a google.rpc.Status message: the code, message and ErrorInfo."""
         info = error_details_pb2.ErrorInfo(
             reason=self.reason, domain=DOMAIN, metadata=self.metadata
         )
         detail = any_pb2.Any()
         detail.Pack(info)
-        status = status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
-        result: grpc.Status = rpc_status.to_status(status)
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
+
+    def to_status(self) -> grpc.Status:
+        result: grpc.Status = rpc_status.to_status(self.status_message())
         return result
 
 

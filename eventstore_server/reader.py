@@ -217,15 +217,21 @@ class Reader:
             current: int = row["version"]
             return current
 
-    async def read_snapshot(self, stream: str, max_version: int) -> pb.Snapshot | None:
+    async def read_snapshot(
+        self, stream: str, max_version: int, having: str = "{}"
+    ) -> pb.Snapshot | None:
+        """The latest snapshot at or below `max_version` (0: any) whose metadata contains the
+        JSON object `having` (a snapshot schema, say)."""
         row = await self._pool.fetchrow(
             """SELECT s.version, s.type, s.data, s.metadata::text AS metadata,
                       (extract(epoch FROM s.recorded_at) * 1000000)::int8 AS recorded_us
                  FROM es_snapshots s JOIN es_streams st USING (stream_id)
                 WHERE st.name = $1 AND ($2::int8 = 0 OR s.version <= $2::int8)
+                  AND s.metadata @> $3::jsonb
                 ORDER BY s.version DESC LIMIT 1""",
             stream,
             max_version,
+            having,
         )
         if row is None:
             return None

@@ -149,7 +149,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     groups.start()
 
     server = grpc.aio.server(options=grpc_options(settings))
-    add_to_server(EventStoreService(writer, reader, tail, settings.limits, access, groups), server)
+    service = EventStoreService(writer, reader, tail, settings.limits, access, groups)
+    add_to_server(service, server)
     health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
     port = add_port(server, settings.listen, tls)
     await server.start()
@@ -172,6 +173,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     await health_servicer.enter_graceful_shutdown()
     # Subscriptions end first (UNAVAILABLE: clients resubscribe elsewhere); in-flight appends
     # finish, because the writer keeps running until the server has stopped taking calls.
+    service.close_sessions()
     await groups.close()
     await tail.close()
     await server.stop(settings.shutdown_grace)

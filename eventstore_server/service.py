@@ -7,6 +7,7 @@ interceptors such as OpenTelemetry's. The reading handlers yield pages that are 
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ import grpc
 from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_server import metrics
 from eventstore_server.access import ALL_STREAMS, Access
+from eventstore_server.append_session import SessionHandlers
 from eventstore_server.config import Limits
 from eventstore_server.errors import (
     FailedPrecondition,
@@ -80,7 +82,7 @@ def _subscriber_name(name: str, limits: Limits) -> str:
     return stream_name(name, limits, "subscriber")
 
 
-class EventStoreService(GroupHandlers):
+class EventStoreService(GroupHandlers, SessionHandlers):
     """The handlers of eventstore.v1.EventStore (registered by `add_to_server`); the consumer
     groups' are in `GroupHandlers`."""
 
@@ -94,6 +96,7 @@ class EventStoreService(GroupHandlers):
         groups: GroupManager | None = None,
     ) -> None:
         self._groups = groups
+        self._closing = asyncio.Event()  # set on shutdown: append sessions stop taking appends
         self._writer = writer
         self._reader = reader
         self._tail = tail
@@ -101,11 +104,18 @@ class EventStoreService(GroupHandlers):
         self._access = access or Access()
         self._subscriptions: collections.Counter[str] = collections.Counter()  # per principal
 
+    def close_sessions(self) -> None:
+        """On shutdown: sessions answer what they have taken, then end (UNAVAILABLE)."""
+        self._closing.set()
+
     @answers
     async def Append(self, request: pb.AppendRequest, context: Context) -> pb.AppendResponse:
+        return await self.append_one(self._access.principal(context), request)
+
+    async def append_one(self, principal: str, request: pb.AppendRequest) -> pb.AppendResponse:
+        """One append, from a unary call or a session: every rule and metric is here."""
         started = time.perf_counter()
         try:
-            principal = self._access.principal(context)
             command = append_command(request, self._limits)
             self._access.authorize(principal, "append", command.category)
             result = await self._writer.append(command)

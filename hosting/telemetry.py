@@ -73,10 +73,15 @@ def setup(
 
     # The aio server interceptor breaks handlers that write with context.write() (the health
     # service's Watch among them), and probes would flood the traces: leave both services out.
+    # Calls that live as long as a process (an AppendSession, a group member's Consume) carry
+    # many traces' work: one span for all of it would be wrong in each; each append and each
+    # handled event gets spans of its own instead.
     quiet = filters.negate(
         filters.any_of(
             filters.service_name("grpc.health.v1.Health"),
             filters.service_prefix("grpc.reflection"),
+            filters.method_name("AppendSession"),
+            filters.method_name("Consume"),
         )
     )
     if grpc_server:

@@ -13,11 +13,15 @@ from eventstore_client.testing import InMemoryEventStore
 from tools.processes import ServerProcess
 
 
-@pytest.fixture(params=["server", "memory"])
+@pytest.fixture(params=["server", "server-unary", "memory"])
 async def any_store(request: pytest.FixtureRequest) -> AsyncIterator[EventStore]:
+    """The in-memory store; the server through the client's default path (appends over an
+    AppendSession); and the server with one unary Append per append, which a session must
+    equal, append for append."""
     if request.param == "memory":
         yield InMemoryEventStore()
         return
     server: ServerProcess = request.getfixturevalue("store")
-    async with EventStoreClient(server.address, retries=0) as client:
+    sessions = 0 if request.param == "server-unary" else 1
+    async with EventStoreClient(server.address, retries=0, append_sessions=sessions) as client:
         yield client

@@ -9,6 +9,7 @@ import json
 import grpc
 import pytest
 
+from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_client import (
     DuplicateEventIdError,
     Expected,
@@ -184,3 +185,41 @@ async def test_snapshots(any_store: EventStore) -> None:
     assert latest is not None and (latest.version, latest.data) == (3, b"three")
     older = await any_store.read_snapshot(stream, max_version=2)
     assert older is not None and (older.version, dict(older.metadata)) == (1, {"schema": "1"})
+
+
+async def test_load_stream_is_the_snapshot_then_the_events_after_it(any_store: EventStore) -> None:
+    stream = f"{unique()}-1"
+    await any_store.append(stream, events(*"ABCDE"))
+    await any_store.save_snapshot(stream, 2, "Snap", b"two", {"schema": "1"})
+    await any_store.save_snapshot(stream, 4, "Snap", b"four", {"schema": "2"})
+
+    async def load(**kwargs: object) -> list[tuple[str, int]]:
+        return [
+            ("snapshot" if isinstance(item, pb.Snapshot) else item.type, item.version)
+            async for item in any_store.load_stream(stream, **kwargs)  # type: ignore[arg-type]
+        ]
+
+    assert await load() == [("snapshot", 4), ("E", 5)]
+    assert await load(snapshot_metadata={"schema": "1"}) == [
+        ("snapshot", 2),
+        ("C", 3),
+        ("D", 4),
+        ("E", 5),
+    ]
+    assert await load(max_version=3) == [("snapshot", 2), ("C", 3)]
+    assert await load(snapshot_metadata={"schema": "9"}, max_version=2) == [("A", 1), ("B", 2)]
+    assert await load(max_version=4) == [("snapshot", 4)]
+    assert [x async for x in any_store.load_stream(f"{unique()}-none")] == []
+
+
+async def test_many_concurrent_appends_each_get_their_own_answer(any_store: EventStore) -> None:
+    """What a session multiplexes: one conflict among many successes fails only itself."""
+    streams = [f"{unique()}-{n}" for n in range(50)]
+    results = await asyncio.gather(
+        *(any_store.append(s, events("A")) for s in streams),
+        any_store.append(streams[0], events("B"), expected_version=5),
+        return_exceptions=True,
+    )
+    *written, conflict = results
+    assert all(not isinstance(r, BaseException) and r.version == 1 for r in written), written
+    assert isinstance(conflict, WrongExpectedVersionError) and conflict.actual in (0, 1)

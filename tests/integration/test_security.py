@@ -311,3 +311,15 @@ async def test_consumer_groups_need_admin_to_manage_and_subscribe_to_consume(
                     pass
         assert refused.value.code == denied
         await customers.delete_group(group)
+
+
+async def test_an_append_session_checks_each_append_against_the_policy(
+    secure_store: SecureStore,
+) -> None:
+    mine, theirs = f"customer-{uuid.uuid4()}", f"order-{uuid.uuid4()}"
+    async with secure_store.client("customer_svc") as customers:  # appends over a session
+        assert (await customers.append(mine, [NewEvent("CustomerCreated")])).version == 1
+        denied = await code_of(customers.append(theirs, [NewEvent("OrderCreated")]))
+        assert denied == grpc.StatusCode.PERMISSION_DENIED
+        assert (await customers.append(mine, [NewEvent("CreditReserved")])).version == 2
+    assert await stream_events(secure_store, theirs) == 0

@@ -109,6 +109,16 @@ class EventStoreStub:
                 request_serializer=eventstore_dot_v1_dot_eventstore__pb2.ReplayParkedRequest.SerializeToString,
                 response_deserializer=eventstore_dot_v1_dot_eventstore__pb2.ReplayParkedResponse.FromString,
                 _registered_method=True)
+        self.AppendSession = channel.stream_stream(
+                '/eventstore.v1.EventStore/AppendSession',
+                request_serializer=eventstore_dot_v1_dot_eventstore__pb2.AppendSessionRequest.SerializeToString,
+                response_deserializer=eventstore_dot_v1_dot_eventstore__pb2.AppendSessionResponse.FromString,
+                _registered_method=True)
+        self.LoadStream = channel.unary_stream(
+                '/eventstore.v1.EventStore/LoadStream',
+                request_serializer=eventstore_dot_v1_dot_eventstore__pb2.LoadStreamRequest.SerializeToString,
+                response_deserializer=eventstore_dot_v1_dot_eventstore__pb2.LoadStreamResponse.FromString,
+                _registered_method=True)
 
 
 class EventStoreServicer:
@@ -221,6 +231,21 @@ class EventStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendSession(self, request_iterator, context):
+        """Many appends on one call; each is answered on its own, matched by correlation id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LoadStream(self, request, context):
+        """An aggregate in one call: the latest snapshot at or below a version (whose metadata has
+        the given entries), then the stream's events after it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -298,6 +323,16 @@ def add_EventStoreServicer_to_server(servicer, server):
                     servicer.ReplayParked,
                     request_deserializer=eventstore_dot_v1_dot_eventstore__pb2.ReplayParkedRequest.FromString,
                     response_serializer=eventstore_dot_v1_dot_eventstore__pb2.ReplayParkedResponse.SerializeToString,
+            ),
+            'AppendSession': grpc.stream_stream_rpc_method_handler(
+                    servicer.AppendSession,
+                    request_deserializer=eventstore_dot_v1_dot_eventstore__pb2.AppendSessionRequest.FromString,
+                    response_serializer=eventstore_dot_v1_dot_eventstore__pb2.AppendSessionResponse.SerializeToString,
+            ),
+            'LoadStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.LoadStream,
+                    request_deserializer=eventstore_dot_v1_dot_eventstore__pb2.LoadStreamRequest.FromString,
+                    response_serializer=eventstore_dot_v1_dot_eventstore__pb2.LoadStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -705,6 +740,60 @@ class EventStore:
             '/eventstore.v1.EventStore/ReplayParked',
             eventstore_dot_v1_dot_eventstore__pb2.ReplayParkedRequest.SerializeToString,
             eventstore_dot_v1_dot_eventstore__pb2.ReplayParkedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendSession(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/eventstore.v1.EventStore/AppendSession',
+            eventstore_dot_v1_dot_eventstore__pb2.AppendSessionRequest.SerializeToString,
+            eventstore_dot_v1_dot_eventstore__pb2.AppendSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/eventstore.v1.EventStore/LoadStream',
+            eventstore_dot_v1_dot_eventstore__pb2.LoadStreamRequest.SerializeToString,
+            eventstore_dot_v1_dot_eventstore__pb2.LoadStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

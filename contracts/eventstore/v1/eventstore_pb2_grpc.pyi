@@ -47,6 +47,12 @@ class EventStoreStub:
     """A group's parked events, in position order, with the reason each was parked."""
     ReplayParked: _aio.UnaryUnaryMultiCallable[_eventstore_pb2.ReplayParkedRequest, _eventstore_pb2.ReplayParkedResponse]
     """Delivers a group's parked events again (their attempt counts start over)."""
+    AppendSession: _aio.StreamStreamMultiCallable[_eventstore_pb2.AppendSessionRequest, _eventstore_pb2.AppendSessionResponse]
+    """Many appends on one call; each is answered on its own, matched by correlation id."""
+    LoadStream: _aio.UnaryStreamMultiCallable[_eventstore_pb2.LoadStreamRequest, _eventstore_pb2.LoadStreamResponse]
+    """An aggregate in one call: the latest snapshot at or below a version (whose metadata has
+    the given entries), then the stream's events after it.
+    """
 
 class EventStoreServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -171,5 +177,23 @@ class EventStoreServicer(metaclass=_abc_1.ABCMeta):
         context: _aio.ServicerContext[_eventstore_pb2.ReplayParkedRequest, _abc.Awaitable[_eventstore_pb2.ReplayParkedResponse]],
     ) -> _abc.Awaitable[_eventstore_pb2.ReplayParkedResponse]:
         """Delivers a group's parked events again (their attempt counts start over)."""
+
+    @_abc_1.abstractmethod
+    def AppendSession(
+        self,
+        request_iterator: _abc.AsyncIterator[_eventstore_pb2.AppendSessionRequest],
+        context: _aio.ServicerContext[_abc.AsyncIterator[_eventstore_pb2.AppendSessionRequest], _abc.AsyncIterator[_eventstore_pb2.AppendSessionResponse]],
+    ) -> _abc.AsyncIterator[_eventstore_pb2.AppendSessionResponse]:
+        """Many appends on one call; each is answered on its own, matched by correlation id."""
+
+    @_abc_1.abstractmethod
+    def LoadStream(
+        self,
+        request: _eventstore_pb2.LoadStreamRequest,
+        context: _aio.ServicerContext[_eventstore_pb2.LoadStreamRequest, _abc.AsyncIterator[_eventstore_pb2.LoadStreamResponse]],
+    ) -> _abc.AsyncIterator[_eventstore_pb2.LoadStreamResponse]:
+        """An aggregate in one call: the latest snapshot at or below a version (whose metadata has
+        the given entries), then the stream's events after it.
+        """
 
 def add_EventStoreServicer_to_server(servicer: EventStoreServicer, server: _aio.Server) -> None: ...
