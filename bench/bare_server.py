@@ -56,6 +56,16 @@ class BareEventStore(pb_grpc.EventStoreServicer):
                 queue.put_nowait(echo)
         return pb.AppendResponse(version=len(request.events), position=1)
 
+    async def AppendSession(
+        self, requests: AsyncIterator[pb.AppendSessionRequest], context: Any
+    ) -> AsyncIterator[pb.AppendSessionResponse]:
+        """The bidi-stream echo: each append answered at once, as the store answers it."""
+        async for request in requests:
+            yield pb.AppendSessionResponse(
+                correlation_id=request.correlation_id,
+                success=await self.Append(request.append, context),
+            )
+
     async def ReadStream(
         self, request: pb.ReadStreamRequest, context: Any
     ) -> AsyncIterator[pb.ReadStreamResponse]:
@@ -98,6 +108,13 @@ for _name in (
     "SaveSnapshot",
     "ReadSnapshot",
     "GetStats",
+    "CreateGroup",
+    "DeleteGroup",
+    "ListGroups",
+    "Consume",
+    "ReadParked",
+    "ReplayParked",
+    "LoadStream",
 ):
     setattr(BareEventStore, _name, _unimplemented)
 

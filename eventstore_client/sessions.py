@@ -111,12 +111,16 @@ class AppendSessions:
             session = self._sessions[index] = _Session(self._stub)
         future = session.submit(request)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            async with asyncio.timeout(timeout):
+                return await future
         except TimeoutError:
             session.forget(future)
             raise EventStoreError(
                 grpc.StatusCode.DEADLINE_EXCEEDED, "no answer to the append in time"
             ) from None
+        except asyncio.CancelledError:
+            session.forget(future)  # its answer, if it comes, is nobody's
+            raise
 
     async def close(self) -> None:
         for session in self._sessions:

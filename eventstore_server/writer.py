@@ -141,14 +141,20 @@ class GroupCommitWriter:
 
     async def append(self, command: AppendCommand) -> AppendResult:
         """Queue one append and wait for its outcome; raises a StoreError when refused."""
-        if self._closing:
-            raise Unavailable("the server is shutting down")
+        # A cancelled caller cancels the future; the writer skips it unless already written.
+        return await self.submit(command)
+
+    def submit(self, command: AppendCommand) -> asyncio.Future[AppendResult]:
+        """Queue one append; its outcome (or StoreError) comes in the future. For callers that
+        wait on many at once without a task each (an append session)."""
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        if self._closing:
+            future.set_exception(Unavailable("the server is shutting down"))
+            return future
         size = sum(len(e.head) + len(e.metadata) for e in command.events)
         self._queue.append(_Pending(command, future, size, telemetry.current_link()))
         self._wakeup.set()
-        # A cancelled caller cancels the future; the writer skips it unless already written.
-        return await future
+        return future
 
     async def close(self) -> None:
         """Refuse new appends and finish the queued ones."""

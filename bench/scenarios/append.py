@@ -18,6 +18,7 @@ from eventsourcing.domain import Aggregate, event
 from bench.harness import Bench, ratio, timed_rate
 from contracts.eventstore.v1 import eventstore_pb2 as pb
 from contracts.eventstore.v1 import eventstore_pb2_grpc as pb_grpc
+from eventstore_client import EventStoreClient, NewEvent
 
 PAYLOAD = b'{"amount":1250,"currency":"EUR","note":"benchmark"}'
 
@@ -47,6 +48,21 @@ async def grpc_append_rate(address: str, callers: int, events: int, duration: fl
         async def work(n: int) -> int:
             await stub.Append(_request(f"bench{prefix}-{n}", events))
             return events
+
+        return await timed_rate(duration, callers, work)
+
+
+async def client_append_rate(address: str, callers: int, duration: float) -> float:
+    """Single-event appends through the client library's default path (one AppendSession
+    shared by every caller in the process)."""
+    async with EventStoreClient(address) as client:
+        prefix = uuid.uuid4().hex[:8]
+        await client.append(f"bench{prefix}-warm", [NewEvent("Benchmarked", PAYLOAD)])
+
+        async def work(n: int) -> int:
+            event = NewEvent("Benchmarked", PAYLOAD, content_type="application/json")
+            await client.append(f"bench{prefix}-{n}", [event])
+            return 1
 
         return await timed_rate(duration, callers, work)
 
@@ -200,6 +216,30 @@ async def run(bench: Bench) -> list[dict[str, Any]]:
         )
         by_callers[callers] = ours
         ratios.append(ratio(ours, base, target=0.8 if callers == 32 else None))
+    callers = 8 if cfg.smoke else 32
+    session = functools.partial(client_append_rate, store.address, callers, cfg.duration)
+    ours, unary = await bench.compare(
+        "append 1 event, client library",
+        "events/s",
+        ("ours (AppendSession)", session),
+        (
+            "bare unary echo",
+            functools.partial(grpc_append_rate, bare.address, callers, 1, cfg.duration),
+        ),
+        callers=callers,
+    )
+    ratios.append(ratio(ours, unary, target=1.5))
+    ours, echo = await bench.compare(
+        "append 1 event, client library",
+        "events/s",
+        ("ours (AppendSession)", session),
+        (
+            "bare bidi echo",
+            functools.partial(client_append_rate, bare.address, callers, cfg.duration),
+        ),
+        callers=callers,
+    )
+    ratios.append(ratio(ours, echo, target=0.8))
     reference = by_callers[8 if cfg.smoke else 32]
     naive = await bench.measure(
         "append 1 event",
