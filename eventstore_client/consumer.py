@@ -15,9 +15,10 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 
 from eventstore_client import tracing
-from eventstore_client.client import EventStoreClient, GroupSession, RecordedEvent
+from eventstore_client.client import RecordedEvent
 from eventstore_client.codec import MalformedEvent
 from eventstore_client.errors import AlreadyExistsError, EventStoreError, NotFoundError
+from eventstore_client.store import EventStore, GroupMembership
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ Handler = Callable[[RecordedEvent], Awaitable[None]]
 
 
 async def ensure_group(
-    client: EventStoreClient,
+    client: EventStore,
     group: str,
     *,
     category: str,
@@ -64,7 +65,7 @@ class GroupConsumer:
 
     def __init__(
         self,
-        client: EventStoreClient,
+        client: EventStore,
         group: str,
         handler: Handler,
         *,
@@ -114,7 +115,7 @@ class GroupConsumer:
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self._max_backoff)
 
-    async def _serve(self, session: GroupSession) -> None:
+    async def _serve(self, session: GroupMembership) -> None:
         running: set[asyncio.Task[None]] = set()
         try:
             async for delivery in session.deliveries():
@@ -128,7 +129,7 @@ class GroupConsumer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    async def _handle(self, session: GroupSession, event: RecordedEvent) -> None:
+    async def _handle(self, session: GroupMembership, event: RecordedEvent) -> None:
         try:
             with tracing.consuming(__name__, self.group, event):
                 await self._handler(event)

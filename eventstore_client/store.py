@@ -11,6 +11,20 @@ from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_client.client import AppendResult, NewEvent
 
 
+class GroupMembership(Protocol):
+    """A member's Consume call (`async with store.consume(group) as session:`)."""
+
+    async def __aenter__(self) -> GroupMembership: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    def deliveries(self) -> AsyncIterator[pb.Delivery]: ...
+
+    def ack(self, *positions: int) -> None: ...
+
+    def nack(self, position: int, *, park: bool = False, reason: str = "") -> None: ...
+
+
 class EventStore(Protocol):
     async def append(
         self,
@@ -65,6 +79,27 @@ class EventStore(Protocol):
     ) -> None: ...
 
     async def read_snapshot(self, stream: str, max_version: int = 0) -> pb.Snapshot | None: ...
+
+    async def create_group(
+        self,
+        group: str,
+        *,
+        category: str = "",
+        event_types: Sequence[str] = (),
+        start_after_position: int = 0,
+        max_attempts: int = 0,
+        ack_timeout_ms: int = 0,
+    ) -> bool: ...
+
+    async def delete_group(self, group: str) -> None: ...
+
+    async def list_groups(self) -> list[pb.GroupInfo]: ...
+
+    async def read_parked(self, group: str) -> list[pb.ParkedEvent]: ...
+
+    async def replay_parked(self, group: str) -> int: ...
+
+    def consume(self, group: str, member: str = "", max_in_flight: int = 0) -> GroupMembership: ...
 
     def load_stream(
         self,

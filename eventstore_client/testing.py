@@ -28,6 +28,7 @@ from eventstore_client.errors import (
     NotFoundError,
     WrongExpectedVersionError,
 )
+from eventstore_client.testing_groups import MemoryGroups, MemorySession
 
 _STATE_NAMES = {
     Expected.ANY: "any",
@@ -69,6 +70,7 @@ class InMemoryEventStore:
         self._snapshots: dict[str, dict[int, pb.Snapshot]] = {}
         self._checkpoints: dict[str, _Checkpoint] = {}
         self._appended = asyncio.Condition()
+        self._groups = MemoryGroups(self._log)
 
     async def __aenter__(self) -> InMemoryEventStore:
         return self
@@ -138,6 +140,7 @@ class InMemoryEventStore:
             self._ids[event_id] = record
         async with self._appended:
             self._appended.notify_all()
+        self._groups.appended()
         return AppendResult(len(written), len(self._log))
 
     @staticmethod
@@ -310,6 +313,38 @@ class InMemoryEventStore:
         await asyncio.sleep(0)
         for event in self._streams.get(stream, [])[start - 1 : max_version or None]:
             yield event
+
+    async def create_group(
+        self,
+        group: str,
+        *,
+        category: str = "",
+        event_types: Sequence[str] = (),
+        start_after_position: int = 0,
+        max_attempts: int = 0,
+        ack_timeout_ms: int = 0,
+    ) -> bool:
+        _check_name(group, "group")
+        if category:
+            _check_name(category, "category")
+        return self._groups.create(
+            group, category, event_types, start_after_position, max_attempts, ack_timeout_ms
+        )
+
+    async def delete_group(self, group: str) -> None:
+        self._groups.delete(group)
+
+    async def list_groups(self) -> list[pb.GroupInfo]:
+        return self._groups.infos()
+
+    async def read_parked(self, group: str) -> list[pb.ParkedEvent]:
+        return self._groups.parked(group)
+
+    async def replay_parked(self, group: str) -> int:
+        return self._groups.replay(group)
+
+    def consume(self, group: str, member: str = "", max_in_flight: int = 0) -> MemorySession:
+        return MemorySession(self._groups, self._groups.get(group), max_in_flight)
 
     async def read_snapshot(self, stream: str, max_version: int = 0) -> pb.Snapshot | None:
         _check_name(stream, "stream")

@@ -17,9 +17,9 @@ from customer_svc.domain.customer import CUSTOMER
 from customer_svc.service_layer.handlers import ORDER_TYPES, Customers
 from eventstore_client.client import AppendResult, NewEvent
 from eventstore_client.codec import MalformedEvent
+from eventstore_client.consumer import GroupConsumer
 from eventstore_client.errors import WrongExpectedVersionError
 from eventstore_client.repository import Repository
-from eventstore_client.subscription import SubscriptionRunner
 from eventstore_client.testing import InMemoryEventStore
 from order_svc.domain.order import ORDER, State
 from order_svc.service_layer.handlers import CREDIT_EVENTS, Orders
@@ -34,17 +34,15 @@ class Saga:
 
 @pytest.fixture
 async def saga() -> AsyncIterator[Saga]:
-    """Both services' handlers, each reacting through a SubscriptionRunner as in production."""
+    """Both services' handlers, each reacting in a consumer group as in production."""
     store = InMemoryEventStore()
     customers = Customers(Repository(store, CUSTOMER))
     orders = Orders(Repository(store, ORDER))
+    await store.create_group("customers", category="order", event_types=ORDER_TYPES)
+    await store.create_group("orders", category="customer", event_types=CREDIT_EVENTS)
     runners = [
-        SubscriptionRunner(
-            store, "customers", customers.on_order_event, category="order", event_types=ORDER_TYPES
-        ),
-        SubscriptionRunner(
-            store, "orders", orders.on_credit_event, category="customer", event_types=CREDIT_EVENTS
-        ),
+        GroupConsumer(store, "customers", customers.on_order_event),
+        GroupConsumer(store, "orders", orders.on_credit_event),
     ]
     tasks = [asyncio.create_task(r.run()) for r in runners]
     try:
