@@ -12,6 +12,7 @@ from eventstore_client import EventStoreClient
 from eventstore_client.consumer import GroupConsumer, ensure_group
 from eventstore_client.repository import Repository
 from hosting import service as hosting
+from hosting.database import store_ready
 from hosting.service import serve
 from hosting.settings import ServiceSettings
 
@@ -22,7 +23,9 @@ GROUP = "customer_svc.orders"
 
 async def run(settings: ServiceSettings) -> None:
     async with EventStoreClient(
-        settings.eventstore, security=settings.eventstore_security
+        settings.eventstore,
+        security=settings.eventstore_security,
+        append_sessions=settings.append_sessions,
     ) as client:
         customers = Customers(Repository(client, CUSTOMER, snapshot_every=settings.snapshot_every))
 
@@ -43,7 +46,13 @@ async def run(settings: ServiceSettings) -> None:
             )
             return [customer_pb2.DESCRIPTOR.services_by_name["CustomerService"].full_name]
 
-        await serve("customer_svc", settings, register, [orders.run])
+        await serve(
+            "customer_svc",
+            settings,
+            register,
+            [orders.run],
+            prepare=lambda: store_ready("customer_svc", client.channel),
+        )
 
 
 def main() -> None:

@@ -110,6 +110,11 @@ class EventStoreClient:
         self._sessions = AppendSessions(self._stub, append_sessions) if append_sessions else None
 
     @property
+    def channel(self) -> grpc.aio.Channel:
+        """The channel to the store (for its health service, say)."""
+        return self._channel
+
+    @property
     def stub(self) -> pb_grpc.EventStoreStub:
         """The raw generated stub, for what this class does not wrap."""
         return self._stub
@@ -386,13 +391,23 @@ class GroupSession:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        """Acks and nacks already given are sent before the call ends (for up to 5 s)."""
+        """Acks and nacks already given are sent, then the call is closed from this side and
+        its end awaited (5 s at most each), so the store applies them before the member
+        leaves: a cancel could overtake them, and an acked event would come again."""
         if self._writer is not None:
             self._outbox.put_nowait(None)
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._writer), 5)
             self._writer.cancel()
+            if not self._call.done():  # (a reader that was cancelled has cancelled the call)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._finish(), 5)
         self._call.cancel()
+
+    async def _finish(self) -> None:
+        await self._call.done_writing()
+        while await self._call.read() is not grpc.aio.EOF:
+            pass  # deliveries after the last answer: the store takes them back as we leave
 
     async def deliveries(self) -> AsyncGenerator[pb.Delivery, None]:
         """Deliveries until the server ends the call (raising why, if it was an error)."""

@@ -69,22 +69,32 @@ async def run_round(
     if group is None:
         return RoundResult(exists=False)
     await _apply_answers(conn, settings, answers, result)
-    # Every row the group has; in-flight ones past their deadline, or whose member's replica
-    # stopped refreshing it (it died: nobody else will answer for them), are taken back.
-    rows = {
-        r["position"]: dict(r)
-        for r in await conn.fetch(
-            """SELECT position, stream, state, attempts, member,
-                      coalesce(not_before > now(), false) AS later,
-                      extract(epoch FROM coalesce(deadline, not_before) - now()) AS due_in,
-                      state = 1 AND deadline < now() AS late,
-                      state = 1 AND (deadline < now() OR NOT EXISTS (
-                          SELECT 1 FROM es_group_members m
-                           WHERE m.session = g.member AND m.expires_at > now())) AS expired
-                 FROM es_group_events g WHERE group_name = $1""",
-            name,
-        )
-    }
+    head: int = group["head"]
+    checkpoint: int = group["checkpoint"]
+    # In one round trip: every row the group has (in-flight ones past their deadline, or whose
+    # member's replica stopped refreshing it, are taken back below: nobody else will answer
+    # for them), and the window of matching events after the checkpoint.
+    fetched = await conn.fetch(
+        f"""SELECT true AS is_row, position, stream, state, attempts, member,
+                   coalesce(not_before > now(), false) AS later,
+                   extract(epoch FROM coalesce(deadline, not_before) - now()) AS due_in,
+                   state = 1 AND deadline < now() AS late,
+                   state = 1 AND (deadline < now() OR NOT EXISTS (
+                       SELECT 1 FROM es_group_members m
+                        WHERE m.session = g.member AND m.expires_at > now())) AS expired
+              FROM es_group_events g WHERE group_name = $4
+            UNION ALL
+            (SELECT false, position, stream, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+               FROM es_events WHERE {_matching(settings, 5)}
+              ORDER BY position LIMIT $3)""",
+        checkpoint,
+        head,
+        WINDOW,
+        name,
+        *_matching_args(settings),
+    )
+    rows = {r["position"]: dict(r) for r in fetched if r["is_row"]}
+    window = [r for r in fetched if not r["is_row"]]
     for row in rows.values():
         if row["expired"]:
             result.taken_back.append((row["position"], row["member"]))
@@ -99,20 +109,6 @@ async def run_round(
             )
             row["later"], row["due_in"] = False, None
     capacity = sum(m.free for m in members)
-    if not (answers or result.taken_back or capacity):
-        # Nothing became done or free, and nobody here could take a delivery: no more to do.
-        result.skipped = True
-        return await _notified(conn, settings, result, replica)
-    head: int = group["head"]
-    checkpoint: int = group["checkpoint"]
-    window = await conn.fetch(
-        f"""SELECT position, stream FROM es_events WHERE {_matching(settings, 4)}
-            ORDER BY position LIMIT $3""",
-        checkpoint,
-        head,
-        WINDOW,
-        *_matching_args(settings),
-    )
     # Replayed events at or below the checkpoint come first: they are the oldest.
     replays = sorted(
         (p, r["stream"]) for p, r in rows.items() if p <= checkpoint and r["state"] not in DONE
@@ -131,33 +127,36 @@ async def run_round(
     epoch = group["deliveries"]
     if chosen:
         result.claims = await _claim(conn, settings, chosen, members, epoch)
+    result.changed |= new_checkpoint != checkpoint
     if new_checkpoint != checkpoint or chosen:
-        result.changed |= new_checkpoint != checkpoint
+        # The checkpoint, the epoch, the rows it passed, and the NOTIFY: one statement.
         await conn.execute(
             """WITH done AS (
                    DELETE FROM es_group_events
                     WHERE group_name = $1 AND position <= $2 AND state IN (2, 3) AND $2 > $4
+               ), moved AS (
+                   UPDATE es_groups SET checkpoint = $2, deliveries = $3 WHERE name = $1
                )
-               UPDATE es_groups SET checkpoint = $2, deliveries = $3 WHERE name = $1""",
+               SELECT pg_notify('es_groups', $5) WHERE $6""",
             name,
             new_checkpoint,
             epoch + len(chosen),
             checkpoint,
+            f"{name} {replica}",
+            result.changed,
         )
+    elif result.changed:
+        await _notify(conn, settings, replica)
     # Wake for the next ack deadline or retry time still to come (what is due now and was not
     # chosen waits for capacity, and an answer brings the next round).
     dues = [float(r["due_in"]) for r in rows.values() if (r["due_in"] or 0) > 0]
     dues += [settings.ack_timeout_ms / 1000] if chosen else []
     result.next_due = max(0.0, min(dues)) if dues else None
-    return await _notified(conn, settings, result, replica)
-
-
-async def _notified(
-    conn: Connection, settings: GroupSettings, result: RoundResult, replica: str
-) -> RoundResult:
-    if result.changed:
-        await conn.execute("SELECT pg_notify('es_groups', $1)", f"{settings.name} {replica}")
     return result
+
+
+async def _notify(conn: Connection, settings: GroupSettings, replica: str) -> None:
+    await conn.execute("SELECT pg_notify('es_groups', $1)", f"{settings.name} {replica}")
 
 
 def _choose(

@@ -23,7 +23,7 @@ from contracts.eventstore.v1 import eventstore_pb2 as pb
 
 # Matching events after the checkpoint that one round looks at. Deliveries are chosen among
 # them: a stream whose event is further on waits until the checkpoint moves.
-WINDOW = 2000
+WINDOW = 500
 # Back-off before a nacked event is delivered again: 0.2 s, doubling per attempt, at most 30 s.
 RETRY_BASE_S, RETRY_MAX_S = 0.2, 30.0
 # A member row not refreshed for this long belongs to a replica that died: rounds take its
@@ -89,7 +89,6 @@ class RoundResult:
     taken_back: list[tuple[int, uuid.UUID]] = field(default_factory=list)
     changed: bool = False  # anything another replica's members might now be able to receive
     next_due: float | None = None  # seconds until a deadline or retry time, if any
-    skipped: bool = False  # the round had nothing to do beyond taking back (next_due unknown)
 
 
 def _matching(settings: GroupSettings, first: int) -> str:

@@ -178,8 +178,7 @@ class Dispatcher:
             taken = self.members.get(session)
             if taken is not None:
                 taken.in_flight.discard(position)
-        if not result.skipped:
-            self._next_due = result.next_due
+        self._next_due = result.next_due
         metrics.GROUP_DELIVERIES.labels(name).inc(len(result.claims))
         metrics.GROUP_REDELIVERIES.labels(name).inc(sum(c.attempt > 1 for c in result.claims))
         metrics.GROUP_ACKS.labels(name).inc(result.acked)

@@ -63,10 +63,11 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     session state, so the default reset (a round trip on every release) has nothing to undo."""
 
 
-async def connect(settings: Settings, patience: float = 60.0) -> asyncpg.Pool:
-    """A pool on a migrated database; retries while PostgreSQL is not up yet."""
-    deadline = time.monotonic() + patience
-    delay = 0.1
+async def connect(settings: Settings) -> asyncpg.Pool:
+    """A pool on a migrated database. While PostgreSQL is not up yet (a cold start of a whole
+    deployment) it waits, with capped back-off, saying so once per 10 s: never an exit for
+    what only needs time. What waiting cannot fix ends the process with one line."""
+    delay, said = 0.1, 0.0
     while True:
         try:
             pool = await asyncpg.create_pool(
@@ -89,9 +90,9 @@ async def connect(settings: Settings, patience: float = 60.0) -> asyncpg.Pool:
             # Waiting cannot fix these: say so in one line (not a traceback per retry).
             raise SystemExit(f"eventstore: {exc} (check --database-url / DATABASE_URL)") from None
         except (*CONNECTION_ERRORS, asyncpg.CannotConnectNowError) as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.warning("database not reachable (%s); retrying", exc)
+            if time.monotonic() - said > 10:
+                log.warning("database not reachable yet (%s); waiting", exc)
+                said = time.monotonic()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 

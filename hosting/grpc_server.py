@@ -41,6 +41,15 @@ def add_health_and_reflection(
     return servicer
 
 
+def stop_signal() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (the handlers are installed now)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 async def until_signalled(ready: asyncio.Event | None = None) -> None:
     """Return on SIGTERM or SIGINT (the signal handlers are installed first, then `ready` set)."""
     stop = asyncio.Event()

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import grpc
@@ -15,12 +15,29 @@ from grpc_health.v1 import health_pb2
 from prometheus_client import start_http_server
 
 from hosting import event_loop, telemetry
-from hosting.grpc_server import add_health_and_reflection, health_only_server, until_signalled
+from hosting.grpc_server import add_health_and_reflection, health_only_server, stop_signal
 from hosting.interceptors import RefuseMalformed
 from hosting.security import NO_PORT_SHARING, CannotListen, RequireToken, Tokens, add_port
 from hosting.settings import ServiceSettings, parse_settings
 
 log = logging.getLogger(__name__)
+
+
+async def _prepared(prepare: Callable[[], Awaitable[object]] | None, stop: asyncio.Event) -> bool:
+    """Run `prepare` unless a stop comes first; whether it finished."""
+    if prepare is None:
+        return not stop.is_set()
+    preparing = asyncio.ensure_future(prepare())
+    stopping = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({preparing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if preparing not in done:
+        preparing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await preparing
+        return False
+    preparing.result()  # its errors (a database that does not exist) end the process
+    return True
 
 
 def main(
@@ -52,9 +69,12 @@ async def serve(
     settings: ServiceSettings,
     register: Callable[[grpc.aio.Server], Sequence[str]],
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+    prepare: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT. `register` adds the servicers and returns their full names;
-    `background` tasks (subscriptions) run beside the server and are cancelled on stop."""
+    `prepare` waits for what the service depends on (its database, the store) while health
+    says NOT_SERVING; then health turns SERVING and the `background` tasks (consumers) start,
+    running beside the server until they are cancelled on stop."""
     if settings.metrics_listen:
         host, port_text = settings.metrics_listen.rsplit(":", 1)
         start_http_server(int(port_text), addr=host)
@@ -70,11 +90,15 @@ async def serve(
     if settings.health_listen:
         health_server = await health_only_server(settings.health_listen, health_servicer)
     for service in ["", *names]:
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    tasks = [asyncio.create_task(job(), name=f"{name}-background") for job in background]
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     print(f"{name} listening on {settings.listen.rsplit(':', 1)[0]}:{port}", flush=True)
-
-    await until_signalled()
+    stop = stop_signal()
+    tasks: list[asyncio.Task[None]] = []
+    if await _prepared(prepare, stop):
+        for service in ["", *names]:
+            await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        tasks = [asyncio.create_task(job(), name=f"{name}-background") for job in background]
+        await stop.wait()
     log.info("%s shutting down", name)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.shutdown_grace)

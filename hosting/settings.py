@@ -28,6 +28,7 @@ class ServiceSettings:
     eventstore: str = "127.0.0.1:50051"
     database_url: str = ""
     snapshot_every: int = 100
+    append_sessions: int = 1  # appends over this many AppendSession calls (0: unary Append)
     shutdown_grace: float = 10.0
     metrics_listen: str = ""
     health_listen: str = ""  # plaintext health only, for probes when the API is on TLS
@@ -45,6 +46,7 @@ SETTINGS: list[tuple[str, str, type, str]] = [
     ("eventstore", "EVENTSTORE_ADDRESS", str, "the event store's HOST:PORT"),
     ("database_url", "DATABASE_URL", str, "PostgreSQL for the service's read model, if any"),
     ("snapshot_every", "SNAPSHOT_EVERY", int, "save an aggregate snapshot every N events"),
+    ("append_sessions", "APPEND_SESSIONS", int, "AppendSession calls for appends (0: unary)"),
     ("shutdown_grace", "{prefix}_SHUTDOWN_GRACE", float, "seconds to finish calls on SIGTERM"),
     ("metrics_listen", "{prefix}_METRICS_LISTEN", str, "HOST:PORT for /metrics; empty: off"),
     ("health_listen", "{prefix}_HEALTH_LISTEN", str, "HOST:PORT for plaintext health only"),

@@ -12,7 +12,7 @@ from eventstore_client import EventStoreClient
 from eventstore_client.consumer import GroupConsumer, ensure_group
 from eventstore_client.repository import Repository
 from hosting import service as hosting
-from hosting.database import connect_pool
+from hosting.database import connect_pool, store_ready
 from hosting.service import serve
 from hosting.settings import ServiceSettings
 from order_svc.adapters.read_model import CustomerOrdersView
@@ -30,11 +30,11 @@ VIEW_GROUP = "order_svc.customer_orders"
 async def run(settings: ServiceSettings) -> None:
     if not settings.database_url:
         sys.exit("order_svc needs --database-url (or DATABASE_URL) for its read model")
-    pool = await connect_pool("order_svc", settings.database_url, min_size=1, max_size=5)
-    view = CustomerOrdersView(pool)
-    await view.setup()
+    view = CustomerOrdersView()  # its pool comes once PostgreSQL answers (prepare, below)
     async with EventStoreClient(
-        settings.eventstore, security=settings.eventstore_security
+        settings.eventstore,
+        security=settings.eventstore_security,
+        append_sessions=settings.append_sessions,
     ) as client:
         orders = Orders(Repository(client, ORDER, snapshot_every=settings.snapshot_every))
 
@@ -63,10 +63,17 @@ async def run(settings: ServiceSettings) -> None:
             order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(orders, view), server)
             return [order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name]
 
+        async def prepare() -> None:
+            pool = await connect_pool("order_svc", settings.database_url, min_size=1, max_size=5)
+            await view.attach(pool)
+            await store_ready("order_svc", client.channel)
+
         try:
-            await serve("order_svc", settings, register, [saga.run, projection.run])
+            await serve(
+                "order_svc", settings, register, [saga.run, projection.run], prepare=prepare
+            )
         finally:
-            await pool.close()
+            await view.close()
 
 
 def main() -> None:

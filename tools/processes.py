@@ -42,9 +42,10 @@ def unique(prefix: str = "test") -> str:
     return f"{prefix}{uuid.uuid4().hex[:12]}"
 
 
-def create_database(server_url: str) -> str:
-    """A new, empty database on the server at `server_url`; returns its URL."""
-    name = unique("db")
+def create_database(server_url: str, name: str = "") -> str:
+    """A new, empty database on the server at `server_url` (named `name`, or uniquely);
+    returns its URL."""
+    name = name or unique("db")
 
     async def create() -> None:
         conn = await asyncpg.connect(server_url)

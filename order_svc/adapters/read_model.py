@@ -32,9 +32,24 @@ class OrderRow:
 
 
 class CustomerOrdersView:
-    def __init__(self, pool: asyncpg.Pool, schema: str = "order_svc") -> None:
-        self._pool = pool
+    def __init__(self, pool: asyncpg.Pool | None = None, schema: str = "order_svc") -> None:
+        self._pool_or_none = pool
         self._schema = schema
+
+    @property
+    def _pool(self) -> asyncpg.Pool:
+        if self._pool_or_none is None:
+            raise RuntimeError("the read model's database is not connected yet")
+        return self._pool_or_none
+
+    async def attach(self, pool: asyncpg.Pool) -> None:
+        """Use `pool` (once PostgreSQL answers), creating the view's tables if needed."""
+        self._pool_or_none = pool
+        await self.setup()
+
+    async def close(self) -> None:
+        if self._pool_or_none is not None:
+            await self._pool_or_none.close()
 
     async def setup(self) -> None:
         s = self._schema

@@ -85,6 +85,7 @@ def test_pods_follow_the_conventions(overlay: str, component: str) -> None:
     accounts = {o["metadata"]["name"] for o in objects(overlay, "ServiceAccount")}
     assert spec["serviceAccountName"] == component and component in accounts
     assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsGroup"] > 0  # not gid 0, whatever the image says
     assert spec["terminationGracePeriodSeconds"] > SHUTDOWN_GRACE
     for container in spec["containers"]:
         image = container["image"]
@@ -252,6 +253,61 @@ def test_network_policies_allow_exactly_the_system_s_connections() -> None:
                 assert not allowed(source, target, port), (
                     f"allowed but unused: {source} -> {target}:{port}"
                 )
+
+
+@pytest.mark.parametrize("overlay", ["base", *DEPLOYED])
+def test_every_namespaced_object_is_in_the_namespace(overlay: str) -> None:
+    """What components generate too: the secure overlay's policy ConfigMap once landed in
+    `default`, and the store's pods waited for it for ever."""
+    cluster_wide = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+    strays = [
+        f"{o['kind']}/{o['metadata']['name']}"
+        for o in render(overlay)
+        if o["kind"] not in cluster_wide and o["metadata"].get("namespace") != "eventstore"
+    ]
+    assert not strays
+
+
+@pytest.mark.parametrize("overlay", DEPLOYED)
+def test_the_statefulset_is_governed_by_a_headless_service(overlay: str) -> None:
+    governing = workload(overlay, "postgres")["spec"]["serviceName"]
+    [service] = [s for s in objects(overlay, "Service") if s["metadata"]["name"] == governing]
+    assert service["spec"]["clusterIP"] == "None"
+
+
+@pytest.mark.parametrize("overlay", DEPLOYED)
+def test_network_policies_admit_the_probes(overlay: str) -> None:
+    """Where probes use a port of their own (the secure overlay's health port), a policy
+    admits it; on the API port they come with the connections the system already allows."""
+    policies = objects(overlay, "NetworkPolicy")
+    for component, _, spec in pod_specs(overlay):
+        if component not in APPS:
+            continue
+        container = spec["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        if "health" not in ports:
+            continue
+        admitting = [
+            p
+            for p in policies
+            if _selects_expression(p, component)
+            and any(
+                {q["port"] for q in rule.get("ports", [])} >= {ports["health"]}
+                and "from" not in rule
+                for rule in p["spec"].get("ingress", [])
+            )
+        ]
+        assert admitting, f"{overlay}: nothing admits {component}'s probes on {ports['health']}"
+
+
+def _selects_expression(policy: dict[str, Any], component: str) -> bool:
+    selector = policy["spec"]["podSelector"]
+    if _selects(policy, component) and selector.get("matchLabels"):
+        return True
+    return any(
+        e["key"] == "app.kubernetes.io/name" and e["operator"] == "In" and component in e["values"]
+        for e in selector.get("matchExpressions", [])
+    )
 
 
 def test_dockerfile_passes_hadolint() -> None:
