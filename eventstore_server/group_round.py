@@ -71,43 +71,8 @@ async def run_round(
     await _apply_answers(conn, settings, answers, result)
     head: int = group["head"]
     checkpoint: int = group["checkpoint"]
-    # In one round trip: every row the group has (in-flight ones past their deadline, or whose
-    # member's replica stopped refreshing it, are taken back below: nobody else will answer
-    # for them), and the window of matching events after the checkpoint.
-    fetched = await conn.fetch(
-        f"""SELECT true AS is_row, position, stream, state, attempts, member,
-                   coalesce(not_before > now(), false) AS later,
-                   extract(epoch FROM coalesce(deadline, not_before) - now()) AS due_in,
-                   state = 1 AND deadline < now() AS late,
-                   state = 1 AND (deadline < now() OR NOT EXISTS (
-                       SELECT 1 FROM es_group_members m
-                        WHERE m.session = g.member AND m.expires_at > now())) AS expired
-              FROM es_group_events g WHERE group_name = $4
-            UNION ALL
-            (SELECT false, position, stream, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-               FROM es_events WHERE {_matching(settings, 5)}
-              ORDER BY position LIMIT $3)""",
-        checkpoint,
-        head,
-        WINDOW,
-        name,
-        *_matching_args(settings),
-    )
-    rows = {r["position"]: dict(r) for r in fetched if r["is_row"]}
-    window = [r for r in fetched if not r["is_row"]]
-    for row in rows.values():
-        if row["expired"]:
-            result.taken_back.append((row["position"], row["member"]))
-            reason = (
-                f"not acked within {settings.ack_timeout_ms} ms"
-                if row["late"]
-                else "its member's store replica stopped"
-            )
-            reason += f", {row['attempts']} attempts"
-            row["state"] = await _retry_or_park(
-                conn, settings, row["position"], row["attempts"], False, reason, result, False
-            )
-            row["later"], row["due_in"] = False, None
+    rows, window = await _state(conn, settings, checkpoint, head)
+    await _take_back(conn, settings, rows, result)
     capacity = sum(m.free for m in members)
     # Replayed events at or below the checkpoint come first: they are the oldest.
     replays = sorted(
@@ -116,14 +81,7 @@ async def run_round(
     candidates = replays + [(r["position"], r["stream"]) for r in window]
     chosen = _choose(candidates, rows, capacity)
 
-    new_checkpoint = checkpoint
-    for event in window:
-        if rows.get(event["position"], {}).get("state") not in DONE:
-            break
-        new_checkpoint = event["position"]
-    else:
-        if len(window) < WINDOW:
-            new_checkpoint = head
+    new_checkpoint = _checkpoint(window, rows, checkpoint, head)
     epoch = group["deliveries"]
     if chosen:
         result.claims = await _claim(conn, settings, chosen, members, epoch)
@@ -153,6 +111,67 @@ async def run_round(
     dues += [settings.ack_timeout_ms / 1000] if chosen else []
     result.next_due = max(0.0, min(dues)) if dues else None
     return result
+
+
+async def _state(
+    conn: Connection, settings: GroupSettings, checkpoint: int, head: int
+) -> tuple[dict[int, dict[str, Any]], list[asyncpg.Record]]:
+    """In one round trip: every row the group has, by position, and the window of matching
+    events after the checkpoint."""
+    fetched = await conn.fetch(
+        f"""SELECT true AS is_row, position, stream, state, attempts, member,
+                   coalesce(not_before > now(), false) AS later,
+                   extract(epoch FROM coalesce(deadline, not_before) - now()) AS due_in,
+                   state = 1 AND deadline < now() AS late,
+                   state = 1 AND (deadline < now() OR NOT EXISTS (
+                       SELECT 1 FROM es_group_members m
+                        WHERE m.session = g.member AND m.expires_at > now())) AS expired
+              FROM es_group_events g WHERE group_name = $4
+            UNION ALL
+            (SELECT false, position, stream, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+               FROM es_events WHERE {_matching(settings, 5)}
+              ORDER BY position LIMIT $3)""",
+        checkpoint,
+        head,
+        WINDOW,
+        settings.name,
+        *_matching_args(settings),
+    )
+    rows = {r["position"]: dict(r) for r in fetched if r["is_row"]}
+    return rows, [r for r in fetched if not r["is_row"]]
+
+
+async def _take_back(
+    conn: Connection, settings: GroupSettings, rows: dict[int, dict[str, Any]], result: RoundResult
+) -> None:
+    """In-flight deliveries past their deadline, or whose member's replica stopped refreshing
+    it (it died: nobody else will answer for them), come back (as an attempt)."""
+    for row in rows.values():
+        if row["expired"]:
+            result.taken_back.append((row["position"], row["member"]))
+            reason = (
+                f"not acked within {settings.ack_timeout_ms} ms"
+                if row["late"]
+                else "its member's store replica stopped"
+            )
+            reason += f", {row['attempts']} attempts"
+            row["state"] = await _retry_or_park(
+                conn, settings, row["position"], row["attempts"], False, reason, result, False
+            )
+            row["later"], row["due_in"] = False, None
+
+
+def _checkpoint(
+    window: list[asyncpg.Record], rows: dict[int, dict[str, Any]], checkpoint: int, head: int
+) -> int:
+    """The checkpoint moved over every window event that is done (to the head when the whole
+    window was read and is done: nothing else matches up to there)."""
+    moved = checkpoint
+    for event in window:
+        if rows.get(event["position"], {}).get("state") not in DONE:
+            return moved
+        moved = event["position"]
+    return head if len(window) < WINDOW else moved
 
 
 async def _notify(conn: Connection, settings: GroupSettings, replica: str) -> None:

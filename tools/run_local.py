@@ -99,6 +99,50 @@ def _tracing_wanted() -> bool:
     )
 
 
+Child = tuple[str, "subprocess.Popen[bytes]"]
+
+
+def _trace_receiver(env: dict[str, str]) -> Child:
+    """A local receiver that keeps the spans for `make traces`; `env` points the servers at it."""
+    otlp = f"127.0.0.1:{os.environ.get('OTLP_PORT', '4317')}"
+    receiver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tools.otlp_receiver",
+            "--listen",
+            otlp,
+            "--out",
+            str(RUN / "spans.jsonl"),
+        ],
+        cwd=ROOT,
+        # Out of the terminal's process group: Ctrl-C must not stop it before the servers have
+        # flushed their last spans to it (it is stopped last).
+        start_new_session=True,
+    )
+    env |= {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{otlp}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_BSP_SCHEDULE_DELAY": "500",
+    }
+    return "otlp_receiver", receiver
+
+
+def _stop_in_order(children: list[Child]) -> None:
+    """The services, then the store (they flush their spans on the way out), then the trace
+    receiver."""
+    for names in (("customer_svc", "order_svc"), ("eventstore_server",), ("otlp_receiver",)):
+        group = [c for c in children if c[0] in names]
+        for _, child in reversed(group):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for _, child in group:
+            try:
+                child.wait(20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
 def main() -> None:
     RUN.mkdir(exist_ok=True)
     pg: LocalPostgres | None = None
@@ -110,7 +154,6 @@ def main() -> None:
         pg, database_url = _postgres()
         print(f"PostgreSQL (embedded) at {database_url}", flush=True)
 
-    children: list[tuple[str, subprocess.Popen[bytes]]] = []
     stopping = False
 
     def stop(*_: object) -> None:
@@ -119,35 +162,9 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    # Traces: unless OTEL_* says otherwise, a local receiver keeps them for `make traces`.
     env = dict(os.environ)
-    if _tracing_wanted():
-        otlp = f"127.0.0.1:{os.environ.get('OTLP_PORT', '4317')}"
-        children.append(
-            (
-                "otlp_receiver",
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "tools.otlp_receiver",
-                        "--listen",
-                        otlp,
-                        "--out",
-                        str(RUN / "spans.jsonl"),
-                    ],
-                    cwd=ROOT,
-                    # Out of the terminal's process group: Ctrl-C must not stop it before the
-                    # servers have flushed their last spans to it (it is stopped last, below).
-                    start_new_session=True,
-                ),
-            )
-        )
-        env |= {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{otlp}",
-            "OTEL_EXPORTER_OTLP_INSECURE": "true",
-            "OTEL_BSP_SCHEDULE_DELAY": "500",
-        }
+    # Traces: unless OTEL_* says otherwise, a local receiver keeps them for `make traces`.
+    children: list[Child] = [_trace_receiver(env)] if _tracing_wanted() else []
     try:
         for module, args in _processes(database_url):
             # Each in a session of its own: Ctrl-C reaches only us, and we stop them in order
@@ -161,20 +178,7 @@ def main() -> None:
         while not stopping and all(c.poll() is None for _, c in children):
             time.sleep(0.2)
     finally:
-        # The services, then the store (they flush their spans on the way out), the trace
-        # receiver last.
-        services = [c for c in children if c[0] in ("customer_svc", "order_svc")]
-        stores = [c for c in children if c[0] == "eventstore_server"]
-        receivers = [c for c in children if c[0] == "otlp_receiver"]
-        for group in (services, stores, receivers):
-            for _, child in reversed(group):
-                if child.poll() is None:
-                    child.send_signal(signal.SIGTERM)
-            for _, child in group:
-                try:
-                    child.wait(20)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+        _stop_in_order(children)
         if pg is not None:
             pg.stop()
     failed = [name for name, c in children if c.returncode not in (0, None, -signal.SIGTERM)]

@@ -16,8 +16,8 @@ import pytest
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_client import EventStoreClient, NewEvent
-from eventstore_client.client import GroupSession
 from eventstore_client.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from eventstore_client.group_session import GroupSession
 from localpg import free_port
 from tests.support import until
 from tools.processes import store_process, unique
