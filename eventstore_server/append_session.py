@@ -79,7 +79,14 @@ class SessionHandlers:
         No task per append: each is checked where it is read and handed to the group commit,
         whose result a callback turns into the answer (measured: a task, a span and a wait per
         append cost as much CPU as the unary call this replaces)."""
-        principal = self._access.principal(context)
+        # A caller without valid credentials gets its answer per append, as unary Appends
+        # would: aborting the call at once races the client's first writes, and gRPC's core
+        # then reports a bare INTERNAL instead of UNAUTHENTICATED.
+        principal: str | StoreError
+        try:
+            principal = self._access.principal(context)
+        except StoreError as refused:
+            principal = refused
         answered: asyncio.Queue[pb.AppendSessionResponse | None] = asyncio.Queue()
         slots = asyncio.Semaphore(MAX_PENDING)
         pending: set[asyncio.Future[Any]] = set()
@@ -101,7 +108,7 @@ class SessionHandlers:
     async def _take(
         self,
         requests: AsyncIterator[pb.AppendSessionRequest],
-        principal: str,
+        principal: str | StoreError,
         answered: asyncio.Queue[pb.AppendSessionResponse | None],
         slots: asyncio.Semaphore,
         pending: set[asyncio.Future[Any]],
@@ -120,7 +127,7 @@ class SessionHandlers:
 
     def _submit(
         self,
-        principal: str,
+        principal: str | StoreError,
         request: pb.AppendSessionRequest,
         answered: asyncio.Queue[pb.AppendSessionResponse | None],
     ) -> asyncio.Future[Any] | None:
@@ -132,6 +139,8 @@ class SessionHandlers:
         span = _span(request.append)
         try:
             with trace.use_span(span, end_on_exit=False):
+                if isinstance(principal, StoreError):
+                    raise principal
                 command = append_command(request.append, self._limits)
                 self._access.authorize(principal, "append", command.category)
                 future = self._writer.submit(command)

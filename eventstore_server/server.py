@@ -63,11 +63,14 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     session state, so the default reset (a round trip on every release) has nothing to undo."""
 
 
+FATAL_PATIENCE_S = 15.0  # how long a missing database or a refused login is waited for
+
+
 async def connect(settings: Settings) -> asyncpg.Pool:
     """A pool on a migrated database. While PostgreSQL is not up yet (a cold start of a whole
     deployment) it waits, with capped back-off, saying so once per 10 s: never an exit for
     what only needs time. What waiting cannot fix ends the process with one line."""
-    delay, said = 0.1, 0.0
+    delay, said, gave_up = 0.1, 0.0, 0.0
     while True:
         try:
             pool = await asyncpg.create_pool(
@@ -87,8 +90,18 @@ async def connect(settings: Settings) -> asyncpg.Pool:
             asyncpg.InvalidPasswordError,
             asyncpg.InvalidAuthorizationSpecificationError,
         ) as exc:
-            # Waiting cannot fix these: say so in one line (not a traceback per retry).
-            raise SystemExit(f"eventstore: {exc} (check --database-url / DATABASE_URL)") from None
+            # Mostly a wrong URL or password, but on a cold start the database may be created
+            # just after PostgreSQL comes up: a bounded wait, then one line (not a traceback).
+            gave_up = gave_up or time.monotonic() + FATAL_PATIENCE_S
+            if time.monotonic() > gave_up:
+                raise SystemExit(
+                    f"eventstore: {exc} (check --database-url / DATABASE_URL)"
+                ) from None
+            if time.monotonic() - said > 10:
+                log.warning("%s; waiting up to %.0f s", exc, FATAL_PATIENCE_S)
+                said = time.monotonic()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
         except (*CONNECTION_ERRORS, asyncpg.CannotConnectNowError) as exc:
             if time.monotonic() - said > 10:
                 log.warning("database not reachable yet (%s); waiting", exc)

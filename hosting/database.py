@@ -21,18 +21,25 @@ FATAL = (
     asyncpg.InvalidPasswordError,
     asyncpg.InvalidAuthorizationSpecificationError,
 )
+FATAL_PATIENCE_S = 15.0  # how long a missing database or a refused login is waited for
 WAITABLE = (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError)
 
 
 async def connect_pool(name: str, url: str, **options: Any) -> asyncpg.Pool:
     """`asyncpg.create_pool(url, **options)`, retried with capped back-off while PostgreSQL
     cannot be reached (said once per 10 s); SystemExit naming the problem when it is fatal."""
-    delay, said = 0.1, 0.0
+    delay, said, gave_up = 0.1, 0.0, 0.0
     while True:
         try:
             return await asyncpg.create_pool(url, **options)
         except FATAL as error:
-            raise SystemExit(f"{name}: {error} (check --database-url / DATABASE_URL)") from None
+            # Mostly a wrong URL or password; on a cold start the database may be created just
+            # after PostgreSQL comes up: a bounded wait first.
+            gave_up = gave_up or time.monotonic() + FATAL_PATIENCE_S
+            if time.monotonic() > gave_up:
+                raise SystemExit(f"{name}: {error} (check --database-url / DATABASE_URL)") from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
         except WAITABLE as error:
             if time.monotonic() - said > 10:  # once per interval, not per attempt
                 log.warning("PostgreSQL not reachable yet (%s); waiting", error)
