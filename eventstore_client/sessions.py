@@ -2,7 +2,7 @@
 
 Each append gets a correlation id, goes out on the open call, and waits for its own answer:
 the store answers it as a unary Append would (the same result or the same error), so callers
-cannot tell the difference, except that a message on an open stream costs a fraction of a
+cannot tell the difference, except that a message on an open stream costs less CPU than a
 unary call. When the call breaks (the store restarts, the network drops), every append still
 waiting fails with UNAVAILABLE and the client's retry sends it again on a new call with the
 same event ids, which the store recognises: nothing is written twice.

@@ -2,10 +2,12 @@
 the hot path (a part of `EventStoreService`).
 
 A unary call costs the client and the server more CPU than the store's whole work for a small
-append (see "Appends on one call" in the README); a message on an open stream costs about a
-third of it. A session carries many appends, each answered on its own by correlation id with
-exactly what a unary Append would answer, through the same `append_one`: so the group commit
-sees the same batches, and every rule, limit, metric and access check holds per append.
+append (see "Appends on one call" in the README); a message on an open stream costs less
+(measured here: the store's CPU per append 186 µs on a session against 202 µs unary, and a
+bare bidi echo 1.2-1.3x a bare unary one). A session carries many appends, each answered on
+its own by correlation id with exactly what a unary Append would answer, through the same
+`submit_append`: so the group commit sees the same batches, and every rule, limit, metric and
+access check holds per append.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -26,8 +27,8 @@ from eventstore_server.config import Limits
 from eventstore_server.errors import StoreError, Unavailable
 from eventstore_server.handling import Context, answers, position_field
 from eventstore_server.reader import Reader
-from eventstore_server.validation import append_command, category_of, metadata_json, stream_name
-from eventstore_server.writer import CONNECTION_ERRORS, GroupCommitWriter
+from eventstore_server.validation import category_of, metadata_json, stream_name
+from eventstore_server.writer import CONNECTION_ERRORS, AppendResult
 
 # Appends of one session taken but not yet answered on the wire, at most. At the limit the
 # session stops reading requests, and HTTP/2 flow control holds the client back: backpressure,
@@ -65,8 +66,12 @@ class SessionHandlers:
     _access: Access
     _limits: Limits
     _reader: Reader
-    _writer: GroupCommitWriter
     _closing: asyncio.Event
+
+    def submit_append(
+        self, principal: str, request: pb.AppendRequest
+    ) -> asyncio.Future[AppendResult]:
+        raise NotImplementedError  # EventStoreService's: the rules and metrics of every append
 
     @answers
     async def AppendSession(
@@ -135,34 +140,28 @@ class SessionHandlers:
         With tracing on, it runs in a span whose parent is the producer's trace context from
         the events' metadata (a session call spans many traces), linked to its commit."""
         correlation_id = request.correlation_id
-        started = time.perf_counter()
         span = _span(request.append)
         try:
             with trace.use_span(span, end_on_exit=False):
                 if isinstance(principal, StoreError):
+                    metrics.APPENDS.labels(principal.reason.lower()).inc()
                     raise principal
-                command = append_command(request.append, self._limits)
-                self._access.authorize(principal, "append", command.category)
-                future = self._writer.submit(command)
+                future = self.submit_append(principal, request.append)
         except StoreError as error:
-            metrics.APPENDS.labels(error.reason.lower()).inc()
             span.end()
             answered.put_nowait(_failed(correlation_id, error))
             return None
 
-        def done(result: asyncio.Future[Any]) -> None:
+        def done(result: asyncio.Future[AppendResult]) -> None:
             span.end()
             try:
                 written = result.result()
             except StoreError as error:
-                metrics.APPENDS.labels(error.reason.lower()).inc()
                 answered.put_nowait(_failed(correlation_id, error))
                 return
             except Exception as exc:  # a lost connection, or a bug: still an answer
                 answered.put_nowait(_failed(correlation_id, _unexpected(exc)))
                 return
-            metrics.APPENDS.labels("written").inc()
-            metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
             success = pb.AppendResponse(version=written.version, position=written.position)
             answered.put_nowait(
                 pb.AppendSessionResponse(correlation_id=correlation_id, success=success)

@@ -29,8 +29,8 @@ from eventstore_server.group_store import (
     GroupSettings,
     RoundResult,
     State,
-    _matching,
-    _matching_args,
+    matching,
+    matching_args,
 )
 
 DONE = (State.ACKED, State.PARKED)
@@ -129,13 +129,13 @@ async def _state(
               FROM es_group_events g WHERE group_name = $4
             UNION ALL
             (SELECT false, position, stream, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-               FROM es_events WHERE {_matching(settings, 5)}
+               FROM es_events WHERE {matching(settings, 5)}
               ORDER BY position LIMIT $3)""",
         checkpoint,
         head,
         WINDOW,
         settings.name,
-        *_matching_args(settings),
+        *matching_args(settings),
     )
     rows = {r["position"]: dict(r) for r in fetched if r["is_row"]}
     return rows, [r for r in fetched if not r["is_row"]]

@@ -91,7 +91,7 @@ class RoundResult:
     next_due: float | None = None  # seconds until a deadline or retry time, if any
 
 
-def _matching(settings: GroupSettings, first: int) -> str:
+def matching(settings: GroupSettings, first: int) -> str:
     """SQL for the group's events with position > $1 and <= $2 (parameters from `first` on)."""
     where = ["position > $1", "position <= $2"]
     if settings.category:
@@ -101,7 +101,7 @@ def _matching(settings: GroupSettings, first: int) -> str:
     return " AND ".join(where)
 
 
-def _matching_args(settings: GroupSettings) -> list[object]:
+def matching_args(settings: GroupSettings) -> list[object]:
     args: list[object] = []
     if settings.category:
         args.append(settings.category)
@@ -170,11 +170,11 @@ class GroupStore:
             ):
                 settings = _settings(row)
                 checkpoint = row["checkpoint"]
-                matching = await conn.fetchval(
-                    f"SELECT count(*) FROM es_events WHERE {_matching(settings, 3)}",
+                total = await conn.fetchval(
+                    f"SELECT count(*) FROM es_events WHERE {matching(settings, 3)}",
                     checkpoint,
                     head,
-                    *_matching_args(settings),
+                    *matching_args(settings),
                 )
                 counts = await conn.fetchrow(
                     """SELECT count(*) FILTER (WHERE state IN (2, 3) AND position > $2) AS done,
@@ -194,7 +194,7 @@ class GroupStore:
                         category=settings.category,
                         event_types=settings.event_types,
                         checkpoint=checkpoint,
-                        lag=max(0, matching - counts["done"]),
+                        lag=max(0, total - counts["done"]),
                         members=counts["members"],
                         in_flight=counts["in_flight"],
                         parked=counts["parked"],

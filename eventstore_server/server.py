@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
 import asyncpg
 import grpc
@@ -19,7 +18,8 @@ from eventstore_server.groups import GroupManager
 from eventstore_server.reader import Reader
 from eventstore_server.service import EventStoreService, add_to_server
 from eventstore_server.tail import LiveTail
-from eventstore_server.writer import CONNECTION_ERRORS, GroupCommitWriter
+from eventstore_server.writer import GroupCommitWriter
+from hosting.database import connect_pool
 from hosting.grpc_server import (
     add_health_and_reflection,
     health_only_server,
@@ -63,51 +63,26 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     session state, so the default reset (a round trip on every release) has nothing to undo."""
 
 
-FATAL_PATIENCE_S = 15.0  # how long a missing database or a refused login is waited for
-
-
 async def connect(settings: Settings) -> asyncpg.Pool:
     """A pool on a migrated database. While PostgreSQL is not up yet (a cold start of a whole
-    deployment) it waits, with capped back-off, saying so once per 10 s: never an exit for
-    what only needs time. What waiting cannot fix ends the process with one line."""
-    delay, said, gave_up = 0.1, 0.0, 0.0
-    while True:
-        try:
-            pool = await asyncpg.create_pool(
-                settings.database_url,
-                min_size=2,
-                max_size=settings.pool_size,
-                reset=_no_reset,
-                server_settings=READ_SESSION_SETTINGS,
-            )
-            async with pool.acquire() as conn:
-                applied = await schema.migrate(conn)
-            if applied:
-                log.info("applied migrations: %s", ", ".join(applied))
-            return pool
-        except (
-            asyncpg.InvalidCatalogNameError,
-            asyncpg.InvalidPasswordError,
-            asyncpg.InvalidAuthorizationSpecificationError,
-        ) as exc:
-            # Mostly a wrong URL or password, but on a cold start the database may be created
-            # just after PostgreSQL comes up: a bounded wait, then one line (not a traceback).
-            gave_up = gave_up or time.monotonic() + FATAL_PATIENCE_S
-            if time.monotonic() > gave_up:
-                raise SystemExit(
-                    f"eventstore: {exc} (check --database-url / DATABASE_URL)"
-                ) from None
-            if time.monotonic() - said > 10:
-                log.warning("%s; waiting up to %.0f s", exc, FATAL_PATIENCE_S)
-                said = time.monotonic()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-        except (*CONNECTION_ERRORS, asyncpg.CannotConnectNowError) as exc:
-            if time.monotonic() - said > 10:
-                log.warning("database not reachable yet (%s); waiting", exc)
-                said = time.monotonic()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+    deployment) it waits, as every process does (`hosting.database.connect_pool`): never an
+    exit for what only needs time; what waiting cannot fix ends the process with one line."""
+
+    async def migrate(pool: asyncpg.Pool) -> None:
+        async with pool.acquire() as conn:
+            applied = await schema.migrate(conn)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+
+    return await connect_pool(
+        "eventstore",
+        settings.database_url,
+        migrate,
+        min_size=2,
+        max_size=settings.pool_size,
+        reset=_no_reset,
+        server_settings=READ_SESSION_SETTINGS,
+    )
 
 
 def _export(stats: pb.GetStatsResponse) -> None:

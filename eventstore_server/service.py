@@ -42,7 +42,7 @@ from eventstore_server.validation import (
     metadata_json,
     stream_name,
 )
-from eventstore_server.writer import GroupCommitWriter
+from eventstore_server.writer import AppendResult, GroupCommitWriter
 from hosting.interceptors import refuse_malformed
 
 
@@ -110,21 +110,35 @@ class EventStoreService(GroupHandlers, SessionHandlers):
 
     @answers
     async def Append(self, request: pb.AppendRequest, context: Context) -> pb.AppendResponse:
-        return await self.append_one(self._access.principal(context), request)
+        result = await self.submit_append(self._access.principal(context), request)
+        return pb.AppendResponse(version=result.version, position=result.position)
 
-    async def append_one(self, principal: str, request: pb.AppendRequest) -> pb.AppendResponse:
-        """One append, from a unary call or a session: every rule and metric is here."""
+    def submit_append(
+        self, principal: str, request: pb.AppendRequest
+    ) -> asyncio.Future[AppendResult]:
+        """One append, from a unary call or a session: checked, authorised and queued for the
+        group commit, its outcome counted when it is known. Every rule and metric is here."""
         started = time.perf_counter()
         try:
             command = append_command(request, self._limits)
             self._access.authorize(principal, "append", command.category)
-            result = await self._writer.append(command)
         except StoreError as error:
             metrics.APPENDS.labels(error.reason.lower()).inc()
             raise
-        metrics.APPENDS.labels("written").inc()
-        metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
-        return pb.AppendResponse(version=result.version, position=result.position)
+
+        def count(outcome: asyncio.Future[AppendResult]) -> None:
+            if outcome.cancelled():
+                return
+            error = outcome.exception()
+            if error is None:
+                metrics.APPENDS.labels("written").inc()
+                metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
+            elif isinstance(error, StoreError):
+                metrics.APPENDS.labels(error.reason.lower()).inc()
+
+        future = self._writer.submit(command)
+        future.add_done_callback(count)
+        return future
 
     @answers
     async def ReadStream(

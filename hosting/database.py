@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -22,30 +23,50 @@ FATAL = (
     asyncpg.InvalidAuthorizationSpecificationError,
 )
 FATAL_PATIENCE_S = 15.0  # how long a missing database or a refused login is waited for
-WAITABLE = (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError)
+WAITABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
 
 
-async def connect_pool(name: str, url: str, **options: Any) -> asyncpg.Pool:
-    """`asyncpg.create_pool(url, **options)`, retried with capped back-off while PostgreSQL
-    cannot be reached (said once per 10 s); SystemExit naming the problem when it is fatal."""
+async def connect_pool(
+    name: str,
+    url: str,
+    prepare: Callable[[asyncpg.Pool], Awaitable[object]] | None = None,
+    **options: Any,
+) -> asyncpg.Pool:
+    """`asyncpg.create_pool(url, **options)`, then `prepare(pool)` (migrations, say), retried
+    together with capped back-off while PostgreSQL cannot be reached (said once per 10 s);
+    SystemExit naming the problem when it is fatal."""
     delay, said, gave_up = 0.1, 0.0, 0.0
     while True:
+        pool: asyncpg.Pool | None = None
         try:
-            return await asyncpg.create_pool(url, **options)
+            pool = await asyncpg.create_pool(url, **options)
+            if prepare is not None:
+                await prepare(pool)
+            return pool
         except FATAL as error:
             # Mostly a wrong URL or password; on a cold start the database may be created just
-            # after PostgreSQL comes up: a bounded wait first.
+            # after PostgreSQL comes up: a bounded wait first, then one line (no traceback).
             gave_up = gave_up or time.monotonic() + FATAL_PATIENCE_S
             if time.monotonic() > gave_up:
                 raise SystemExit(f"{name}: {error} (check --database-url / DATABASE_URL)") from None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            why = f"{error}; waiting up to {FATAL_PATIENCE_S:.0f} s"
         except WAITABLE as error:
-            if time.monotonic() - said > 10:  # once per interval, not per attempt
-                log.warning("PostgreSQL not reachable yet (%s); waiting", error)
-                said = time.monotonic()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            why = f"PostgreSQL not reachable yet ({error}); waiting"
+        if pool is not None:
+            pool.terminate()
+        if time.monotonic() - said > 10:  # once per interval, not per attempt
+            log.warning("%s", why)
+            said = time.monotonic()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 async def store_ready(name: str, channel: grpc.aio.Channel, period: float = 10.0) -> None:

@@ -52,10 +52,7 @@ def stop_signal() -> asyncio.Event:
 
 async def until_signalled(ready: asyncio.Event | None = None) -> None:
     """Return on SIGTERM or SIGINT (the signal handlers are installed first, then `ready` set)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_signal()
     if ready is not None:
         ready.set()
     await stop.wait()

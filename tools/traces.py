@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import defaultdict
 from pathlib import Path
 
+from eventstore_client.cli import end_of_output
 from tools.otlp_receiver import Span
 
 KIND = {1: "", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
@@ -98,13 +98,7 @@ def main() -> None:
             print("\n".join(draw(spans)), end="\n\n", flush=True)
     except BrokenPipeError:  # `make traces | head`: the reader has all it wanted
         end_of_output()
-
-
-def end_of_output() -> None:
-    """Stop writing to a pipe whose reader has gone (as `head` does), quietly and with success."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail again
-    sys.exit(0)
+        sys.exit(0)
 
 
 if __name__ == "__main__":

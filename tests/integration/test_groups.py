@@ -86,6 +86,41 @@ async def group_info(client: EventStoreClient, group: str) -> pb.GroupInfo:
     return info
 
 
+async def until_info(
+    client: EventStoreClient,
+    group: str,
+    reached: Callable[[pb.GroupInfo], bool],
+    what: str,
+    timeout: float = 20,
+) -> pb.GroupInfo:
+    """The group's ListGroups entry once `reached` holds; TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not reached(info := await group_info(client, group)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{group}: {what} not reached: {info}")
+        await asyncio.sleep(0.05)
+    return info
+
+
+async def until_lag_zero(client: EventStoreClient, group: str) -> pb.GroupInfo:
+    return await until_info(
+        client, group, lambda i: i.lag == 0 and i.in_flight == 0, "no lag, nothing in flight"
+    )
+
+
+async def until_parked(client: EventStoreClient, group: str, count: int) -> None:
+    await until_info(client, group, lambda i: i.parked == count, f"{count} parked", 10)
+
+
+async def until_acked(client: EventStoreClient, group: str, count: int) -> None:
+    """Until the store has applied `count` acks of the group's 10 events."""
+    await until_info(client, group, lambda i: i.lag <= 10 - count, f"{count} acked", 10)
+
+
+async def until_members(client: EventStoreClient, group: str, count: int) -> None:
+    await until_info(client, group, lambda i: i.members == count, f"{count} members", 10)
+
+
 async def test_create_is_idempotent_and_other_settings_are_refused(
     client: EventStoreClient,
 ) -> None:
@@ -143,17 +178,6 @@ async def test_members_share_the_streams_and_each_stream_stays_in_order(
     shares = sorted(checker.deliveries.values())
     assert len(shares) == 3 and shares[0] >= 200 / 3 * 0.5, shares  # each about a third
     await until_lag_zero(client, group)
-
-
-async def until_lag_zero(client: EventStoreClient, group: str) -> pb.GroupInfo:
-    deadline = time.monotonic() + 20
-    while True:
-        info = await group_info(client, group)
-        if info.lag == 0 and info.in_flight == 0:
-            return info
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"group still has work: {info}")
-        await asyncio.sleep(0.05)
 
 
 async def test_members_joining_and_leaving_keep_order_and_lose_nothing(
@@ -243,14 +267,6 @@ async def test_park_now_and_replay(client: EventStoreClient) -> None:
     await until_parked(client, group, 0)
     assert await client.read_parked(group) == []
     assert await client.replay_parked(group) == 0
-
-
-async def until_parked(client: EventStoreClient, group: str, count: int) -> None:
-    deadline = time.monotonic() + 10
-    while (await group_info(client, group)).parked != count:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{group} never had {count} parked")
-        await asyncio.sleep(0.05)
 
 
 async def test_an_unacked_delivery_times_out_and_a_late_ack_is_ignored(
@@ -353,18 +369,6 @@ async def test_a_group_survives_a_restart_of_its_store(new_database: Callable[[]
         server.stop()
 
 
-async def until_acked(client: EventStoreClient, group: str, count: int) -> None:
-    """Until the store has applied `count` acks of the group's 10 events."""
-    deadline = time.monotonic() + 10
-    while True:
-        info = await group_info(client, group)
-        if info.lag <= 10 - count:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(str(info))
-        await asyncio.sleep(0.05)
-
-
 async def test_members_on_two_replicas_share_one_order(new_database: Callable[[], str]) -> None:
     url = new_database()
     replicas = [store_process(url).start(), store_process(url).start()]
@@ -442,11 +446,3 @@ async def test_deleting_a_group_ends_its_members_calls(client: EventStoreClient)
         await client.delete_group(group)
         with pytest.raises(NotFoundError):
             await asyncio.wait_for(ended, 10)
-
-
-async def until_members(client: EventStoreClient, group: str, count: int) -> None:
-    deadline = time.monotonic() + 10
-    while (await group_info(client, group)).members != count:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{group} never had {count} members")
-        await asyncio.sleep(0.05)
