@@ -59,11 +59,23 @@ class BareEventStore(pb_grpc.EventStoreServicer):
     async def AppendSession(
         self, requests: AsyncIterator[pb.AppendSessionRequest], context: Any
     ) -> AsyncIterator[pb.AppendSessionResponse]:
-        """The bidi-stream echo: each append answered at once, as the store answers it."""
+        """The bidi-stream echo: each message's appends answered at once, in one message as the
+        store answers a client that packs (one per message to one that does not)."""
         async for request in requests:
+            if not request.more:
+                yield pb.AppendSessionResponse(
+                    correlation_id=request.correlation_id,
+                    success=await self.Append(request.append, context),
+                )
+                continue
             yield pb.AppendSessionResponse(
-                correlation_id=request.correlation_id,
-                success=await self.Append(request.append, context),
+                more=[
+                    pb.SessionAnswer(
+                        correlation_id=item.correlation_id,
+                        success=await self.Append(item.append, context),
+                    )
+                    for item in request.more
+                ]
             )
 
     async def ReadStream(

@@ -97,17 +97,24 @@ class EventStoreClient:
         retries: int = 5,
         timeout: float | None = 30.0,
         append_sessions: int = 1,
+        pack_appends: bool = True,
     ) -> None:
         """`security`: the CA file for TLS, a client certificate, a bearer token
         (`ChannelSecurity.from_files(...)`); plaintext by default. `append_sessions`: appends
         go over this many AppendSession calls, shared by every caller (0: one unary Append
-        call each, as before; what a store without sessions needs)."""
+        call each, as before; what a store without sessions needs). `pack_appends`: appends
+        ready at the same moment share one session message (False: one each, for a store that
+        predates packing)."""
         self.address = address
         self._channel = channel or security.channel(address, channel_options())
         self._stub = pb_grpc.EventStoreStub(self._channel)
         self._retries = retries
         self._timeout = timeout
-        self._sessions = AppendSessions(self._stub, append_sessions) if append_sessions else None
+        self._sessions = (
+            AppendSessions(self._channel, append_sessions, pack_appends)
+            if append_sessions
+            else None
+        )
 
     @property
     def channel(self) -> grpc.aio.Channel:

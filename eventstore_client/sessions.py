@@ -18,16 +18,51 @@ from typing import Any
 import grpc
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
-from contracts.eventstore.v1 import eventstore_pb2_grpc as pb_grpc
 from eventstore_client.errors import EventStoreError, UnavailableError, from_rpc_error, from_status
+
+SESSION_METHOD = "/eventstore.v1.EventStore/AppendSession"
+MAX_PACKED = 256  # appends in one message, at most
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _session_append(correlation_id: int, request: pb.AppendRequest) -> bytes:
+    """A SessionAppend (or a whole one-append AppendSessionRequest: fields 1 and 2 are the
+    same), encoded by hand: the append is serialized once, never copied into a wrapper."""
+    body = request.SerializeToString()
+    return b"\x08" + _varint(correlation_id) + b"\x12" + _varint(len(body)) + body
+
+
+def _pack(appends: list[bytes]) -> bytes:
+    """Encoded appends as one AppendSessionRequest: alone, or in `more` (field 3)."""
+    if len(appends) == 1:
+        return appends[0]
+    return b"".join(b"\x1a" + _varint(len(a)) + a for a in appends)
 
 
 class _Session:
-    """One open AppendSession call: a writer task sends, a reader task matches answers."""
+    """One open AppendSession call: a writer task sends, a reader task matches answers.
 
-    def __init__(self, stub: pb_grpc.EventStoreStub) -> None:
-        self._call: Any = stub.AppendSession()
-        self._outbox: asyncio.Queue[pb.AppendSessionRequest] = asyncio.Queue()
+    Appends that are ready together go out in one message (and the store answers those that
+    finish together in one): a gRPC message costs more CPU than the appends it carries, and
+    concurrent callers are exactly the case where many are ready at once."""
+
+    def __init__(self, channel: grpc.aio.Channel, pack: bool) -> None:
+        method = channel.stream_stream(
+            SESSION_METHOD,
+            request_serializer=bytes,
+            response_deserializer=pb.AppendSessionResponse.FromString,
+        )
+        self._call: Any = method()
+        self._pack = pack
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._pending: dict[int, asyncio.Future[pb.AppendResponse]] = {}
         self._ids = itertools.count(1)
         self.broken: EventStoreError | None = None
@@ -39,9 +74,7 @@ class _Session:
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         correlation_id = next(self._ids)
         self._pending[correlation_id] = future
-        self._outbox.put_nowait(
-            pb.AppendSessionRequest(correlation_id=correlation_id, append=request)
-        )
+        self._outbox.put_nowait(_session_append(correlation_id, request))
         return future
 
     def forget(self, future: asyncio.Future[pb.AppendResponse]) -> None:
@@ -53,23 +86,32 @@ class _Session:
     async def _write(self) -> None:
         try:
             while True:
-                await self._call.write(await self._outbox.get())
+                ready = [await self._outbox.get()]
+                while self._pack and len(ready) < MAX_PACKED and not self._outbox.empty():
+                    ready.append(self._outbox.get_nowait())
+                await self._call.write(_pack(ready))
         except Exception:  # the call ended: the reader hears why, and says it
             return
 
     async def _read(self) -> None:
         try:
             while (response := await self._call.read()) is not grpc.aio.EOF:
-                future = self._pending.pop(response.correlation_id, None)
-                if future is None or future.done():
-                    continue
-                if response.WhichOneof("result") == "success":
-                    future.set_result(response.success)
-                else:
-                    future.set_exception(from_status(response.error))
+                if response.WhichOneof("result") is not None:
+                    self._answer(response)
+                for answer in response.more:
+                    self._answer(answer)
             self._break(None)
         except grpc.aio.AioRpcError as error:
             self._break(error)
+
+    def _answer(self, answer: pb.AppendSessionResponse | pb.SessionAnswer) -> None:
+        future = self._pending.pop(answer.correlation_id, None)
+        if future is None or future.done():
+            return
+        if answer.WhichOneof("result") == "success":
+            future.set_result(answer.success)
+        else:
+            future.set_exception(from_status(answer.error))
 
     def _break(self, error: Exception | None) -> None:
         if self.broken is None:
@@ -97,10 +139,12 @@ class _Session:
 
 class AppendSessions:
     """Appends over `count` sessions, round robin, each opened when first needed and again
-    after it broke."""
+    after it broke. `pack`: appends ready together share a message (False: one per message,
+    for a store that predates packing and would not answer the others)."""
 
-    def __init__(self, stub: pb_grpc.EventStoreStub, count: int = 1) -> None:
-        self._stub = stub
+    def __init__(self, channel: grpc.aio.Channel, count: int = 1, pack: bool = True) -> None:
+        self._channel = channel
+        self._pack = pack
         self._sessions: list[_Session | None] = [None] * max(1, count)
         self._turn = itertools.cycle(range(len(self._sessions)))
 
@@ -108,7 +152,7 @@ class AppendSessions:
         index = next(self._turn)
         session = self._sessions[index]
         if session is None or session.broken is not None:
-            session = self._sessions[index] = _Session(self._stub)
+            session = self._sessions[index] = _Session(self._channel, self._pack)
         future = session.submit(request)
         try:
             async with asyncio.timeout(timeout):

@@ -28,12 +28,14 @@ from eventstore_server.errors import StoreError, Unavailable
 from eventstore_server.handling import Context, answers, position_field
 from eventstore_server.reader import Reader
 from eventstore_server.validation import category_of, metadata_json, stream_name
+from eventstore_server.wire import field, varint
 from eventstore_server.writer import CONNECTION_ERRORS, AppendResult
 
 # Appends of one session taken but not yet answered on the wire, at most. At the limit the
 # session stops reading requests, and HTTP/2 flow control holds the client back: backpressure,
 # not memory (a client that stops reading answers stops being read too).
 MAX_PENDING = 1024
+MAX_PACKED = 256  # answers in one message, at most (a message stays well under gRPC's 4 MiB)
 TRACE_KEYS = ("traceparent", "tracestate")
 
 _tracer = trace.get_tracer(__name__)
@@ -51,8 +53,21 @@ def _span(request: pb.AppendRequest) -> trace.Span:
     )
 
 
-def _failed(correlation_id: int, error: StoreError) -> pb.AppendSessionResponse:
-    return pb.AppendSessionResponse(correlation_id=correlation_id, error=error.status_message())
+def _answer_success(correlation_id: int, written: AppendResult) -> bytes:
+    """A SessionAnswer with its AppendResponse, encoded by hand (fields 1 and 2; pinned by
+    tests/unit/test_sql_seams.py): it is also a whole AppendSessionResponse."""
+    success = b"\x08" + varint(written.version) + b"\x10" + varint(written.position)
+    return b"\x08" + varint(correlation_id) + field(0x12, success)
+
+
+def _answer_error(correlation_id: int, error: StoreError) -> bytes:
+    answer = pb.SessionAnswer(correlation_id=correlation_id, error=error.status_message())
+    return answer.SerializeToString()
+
+
+def _packed(answers: list[bytes]) -> bytes:
+    """Answers as one AppendSessionResponse's `more` (field 4)."""
+    return b"".join(field(0x22, answer) for answer in answers)
 
 
 def _unexpected(exc: BaseException) -> StoreError:
@@ -60,6 +75,31 @@ def _unexpected(exc: BaseException) -> StoreError:
         return Unavailable(f"database unavailable: {exc.__class__.__name__}")
     log.error("append session: unexpected failure", exc_info=exc)
     return StoreError(f"internal error: {exc.__class__.__name__}")
+
+
+class _Call:
+    """One AppendSession call's state shared by its reading and its answering sides."""
+
+    def __init__(self, principal: str | StoreError) -> None:
+        self.principal = principal
+        self.answered: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.slots = asyncio.Semaphore(MAX_PENDING)
+        self.pending: set[asyncio.Future[Any]] = set()
+        self.packs = False  # the client sent `more`: it reads packed answers too
+
+    def next_answers(self, first: bytes) -> tuple[bytes, int]:
+        """The answer `first` and, to a client that packs, every other one ready now: the
+        message, and how many answers it carries."""
+        if not self.packs or self.answered.empty():
+            return first, 1
+        answers = [first]
+        while len(answers) < MAX_PACKED and not self.answered.empty():
+            answer = self.answered.get_nowait()
+            if answer is None:  # the end: put back for the caller's loop
+                self.answered.put_nowait(None)
+                break
+            answers.append(answer)
+        return _packed(answers), len(answers)
 
 
 class SessionHandlers:
@@ -76,14 +116,15 @@ class SessionHandlers:
     @answers
     async def AppendSession(
         self, requests: AsyncIterator[pb.AppendSessionRequest], context: Context
-    ) -> AsyncIterator[pb.AppendSessionResponse]:
+    ) -> AsyncIterator[bytes]:
         """Appends as they come, answers as they finish (in any order). The call ends when the
         client stops sending and every append is answered, or when the server shuts down:
         then it stops reading, answers what it has taken, and ends with UNAVAILABLE.
 
         No task per append: each is checked where it is read and handed to the group commit,
         whose result a callback turns into the answer (measured: a task, a span and a wait per
-        append cost as much CPU as the unary call this replaces)."""
+        append cost as much CPU as the unary call this replaces). Answers are encoded by hand,
+        and packed several to a message for a client that packs its appends."""
         # A caller without valid credentials gets its answer per append, as unary Appends
         # would: aborting the call at once races the client's first writes, and gRPC's core
         # then reports a bare INTERNAL instead of UNAUTHENTICATED.
@@ -92,16 +133,16 @@ class SessionHandlers:
             principal = self._access.principal(context)
         except StoreError as refused:
             principal = refused
-        answered: asyncio.Queue[pb.AppendSessionResponse | None] = asyncio.Queue()
-        slots = asyncio.Semaphore(MAX_PENDING)
-        pending: set[asyncio.Future[Any]] = set()
-        taker = asyncio.create_task(self._take(requests, principal, answered, slots, pending))
+        call = _Call(principal)
+        taker = asyncio.create_task(self._take(requests, call))
         watcher = asyncio.create_task(self._closing.wait())
         watcher.add_done_callback(lambda _: taker.cancel())  # shutdown: stop reading
         try:
-            while (response := await answered.get()) is not None:
-                yield response
-                slots.release()  # after the answer is sent: a client that does not read is held
+            while (answer := await call.answered.get()) is not None:
+                message, count = call.next_answers(answer)
+                yield message
+                for _ in range(count):  # after they are sent: a client that does not read waits
+                    call.slots.release()
             with contextlib.suppress(asyncio.CancelledError):
                 await taker  # a request stream that broke ends the call with its error
         finally:
@@ -110,62 +151,56 @@ class SessionHandlers:
         if self._closing.is_set():
             raise Unavailable("the server is shutting down; open another session")
 
-    async def _take(
-        self,
-        requests: AsyncIterator[pb.AppendSessionRequest],
-        principal: str | StoreError,
-        answered: asyncio.Queue[pb.AppendSessionResponse | None],
-        slots: asyncio.Semaphore,
-        pending: set[asyncio.Future[Any]],
-    ) -> None:
+    async def _take(self, requests: AsyncIterator[pb.AppendSessionRequest], call: _Call) -> None:
         try:
             async for request in requests:
-                await slots.acquire()
-                future = self._submit(principal, request, answered)
-                if future is not None:
-                    pending.add(future)
-                    future.add_done_callback(pending.discard)
+                if request.more:
+                    call.packs = True
+                    if request.HasField("append"):
+                        await self._take_one(call, request.correlation_id, request.append)
+                    for item in request.more:
+                        await self._take_one(call, item.correlation_id, item.append)
+                else:
+                    await self._take_one(call, request.correlation_id, request.append)
         finally:
-            if pending:  # every append taken is answered before the call ends
-                await asyncio.wait(list(pending))
-            answered.put_nowait(None)
+            if call.pending:  # every append taken is answered before the call ends
+                await asyncio.wait(list(call.pending))
+            call.answered.put_nowait(None)
+
+    async def _take_one(self, call: _Call, correlation_id: int, append: pb.AppendRequest) -> None:
+        await call.slots.acquire()
+        future = self._submit(call, correlation_id, append)
+        if future is not None:
+            call.pending.add(future)
+            future.add_done_callback(call.pending.discard)
 
     def _submit(
-        self,
-        principal: str | StoreError,
-        request: pb.AppendSessionRequest,
-        answered: asyncio.Queue[pb.AppendSessionResponse | None],
+        self, call: _Call, correlation_id: int, append: pb.AppendRequest
     ) -> asyncio.Future[Any] | None:
-        """Check and queue one append; its answer goes to `answered` when it is decided.
+        """Check and queue one append; its answer goes to `call.answered` when it is decided.
         With tracing on, it runs in a span whose parent is the producer's trace context from
         the events' metadata (a session call spans many traces), linked to its commit."""
-        correlation_id = request.correlation_id
-        span = _span(request.append)
+        answered = call.answered
+        span = _span(append)
         try:
             with trace.use_span(span, end_on_exit=False):
-                if isinstance(principal, StoreError):
-                    metrics.APPENDS.labels(principal.reason.lower()).inc()
-                    raise principal
-                future = self.submit_append(principal, request.append)
+                if isinstance(call.principal, StoreError):
+                    metrics.APPENDS.labels(call.principal.reason.lower()).inc()
+                    raise call.principal
+                future = self.submit_append(call.principal, append)
         except StoreError as error:
             span.end()
-            answered.put_nowait(_failed(correlation_id, error))
+            answered.put_nowait(_answer_error(correlation_id, error))
             return None
 
         def done(result: asyncio.Future[AppendResult]) -> None:
             span.end()
             try:
-                written = result.result()
+                answered.put_nowait(_answer_success(correlation_id, result.result()))
             except StoreError as error:
-                answered.put_nowait(_failed(correlation_id, error))
-                return
+                answered.put_nowait(_answer_error(correlation_id, error))
             except Exception as exc:  # a lost connection, or a bug: still an answer
-                answered.put_nowait(_failed(correlation_id, _unexpected(exc)))
-                return
-            success = pb.AppendResponse(version=written.version, position=written.position)
-            answered.put_nowait(
-                pb.AppendSessionResponse(correlation_id=correlation_id, success=success)
-            )
+                answered.put_nowait(_answer_error(correlation_id, _unexpected(exc)))
 
         future.add_done_callback(done)
         return future

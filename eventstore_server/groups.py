@@ -28,8 +28,8 @@ from eventstore_server.group_store import (
     GroupStore,
     RoundResult,
 )
-from eventstore_server.subscriptions import _varint
 from eventstore_server.tail import LiveTail, ShuttingDown, TailEvent
+from eventstore_server.wire import field, varint
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ def encode_deliveries(claims: list[Claim]) -> bytes:
     Delivery is field 1 of the response (pinned by tests/unit/test_sql_seams.py)."""
     out = bytearray()
     for claim in claims:
-        delivery = claim.record + b"\x10" + _varint(claim.attempt)
-        out += b"\x0a" + _varint(len(delivery)) + delivery
+        delivery = claim.record + b"\x10" + varint(claim.attempt)
+        out += field(0x0A, delivery)
     return bytes(out)
 
 

@@ -20,23 +20,15 @@ from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_server import metrics
 from eventstore_server.reader import Page, Reader
 from eventstore_server.tail import LiveTail, TailEvent
+from eventstore_server.wire import varint
 
 QUIET_REPORT = 1.0  # seconds without matching events before the scanned position is reported
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _scanned(position: int) -> bytes:
     """SubscribeResponse.scanned_position (field 3, varint), to append to an encoded message:
     protobuf merges concatenated encodings."""
-    return b"\x18" + _varint(position)
+    return b"\x18" + varint(position)
 
 
 @dataclass(frozen=True)

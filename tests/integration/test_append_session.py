@@ -71,6 +71,41 @@ async def test_each_append_is_answered_on_its_own(store: ServerProcess) -> None:
         assert [e.type for e in await client.read_stream_list(stream)] == ["First", "Second"]
 
 
+async def test_appends_packed_in_one_message_are_each_answered(store: ServerProcess) -> None:
+    stream = f"{unique()}-1"
+    async with grpc.aio.insecure_channel(store.address) as channel:
+        call: Any = pb_grpc.EventStoreStub(channel).AppendSession()
+        first = append(stream, "First", expected_version=0)
+        await call.write(
+            pb.AppendSessionRequest(
+                correlation_id=1,
+                append=first,
+                more=[
+                    pb.SessionAppend(correlation_id=2, append=append(stream, "Second")),
+                    pb.SessionAppend(correlation_id=3, append=append("has space", "Bad")),
+                ],
+            )
+        )
+        await call.write(pb.AppendSessionRequest(correlation_id=4, append=append(stream, "Third")))
+        await call.done_writing()
+        answers: dict[int, pb.AppendSessionResponse | pb.SessionAnswer] = {}
+        while (response := await call.read()) != grpc.aio.EOF:
+            if response.WhichOneof("result") is not None:
+                answers[response.correlation_id] = response
+            answers.update((a.correlation_id, a) for a in response.more)
+    assert sorted(answers) == [1, 2, 3, 4]
+    assert answers[1].success.version == 1  # the message's own append goes first
+    assert answers[2].success.version == 2  # then `more`, in order
+    assert answers[3].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert answers[4].success.version == 3
+    async with EventStoreClient(store.address) as client:
+        assert [e.type for e in await client.read_stream_list(stream)] == [
+            "First",
+            "Second",
+            "Third",
+        ]
+
+
 async def test_a_retry_on_another_session_is_recognised(store: ServerProcess) -> None:
     stream = f"{unique()}-1"
     request = append(stream, "Once")

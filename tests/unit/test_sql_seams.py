@@ -8,14 +8,18 @@ import re
 import uuid
 from importlib import resources
 
+import grpc
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
+from eventstore_server.append_session import _answer_error, _answer_success, _packed
+from eventstore_server.errors import InvalidArgument
 from eventstore_server.group_store import Claim
 from eventstore_server.groups import encode_deliveries
 from eventstore_server.sql_codes import Expectation, Outcome
 from eventstore_server.subscriptions import _scanned
+from eventstore_server.writer import AppendResult
 from hosting.advisory_locks import AdvisoryLock
 
 VARINT, LENGTH_DELIMITED = 0, 2
@@ -99,3 +103,17 @@ def test_hand_encoded_deliveries_decode_as_the_proto_says() -> None:
     claims = [Claim(9, uuid.uuid4(), 2, record), Claim(9, uuid.uuid4(), 1, record)]
     response = pb.ConsumeResponse.FromString(encode_deliveries(claims))
     assert [(d.event, d.attempt) for d in response.deliveries] == [(event, 2), (event, 1)]
+
+
+def test_hand_encoded_session_answers_decode_as_the_proto_says() -> None:
+    written = AppendResult(version=300, position=70_000, written=True)
+    single = pb.AppendSessionResponse.FromString(_answer_success(5, written))
+    assert single.correlation_id == 5 and single.WhichOneof("result") == "success"
+    assert (single.success.version, single.success.position) == (300, 70_000)
+    error = _answer_error(6, InvalidArgument("bad stream"))
+    packed = pb.AppendSessionResponse.FromString(_packed([_answer_success(5, written), error]))
+    assert packed.correlation_id == 0 and packed.WhichOneof("result") is None
+    assert [a.correlation_id for a in packed.more] == [5, 6]
+    assert packed.more[0].success == single.success
+    assert packed.more[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert packed.more[1].error.message == "bad stream"

@@ -1179,8 +1179,43 @@ class AppendSessionRequest(_message.Message):
 
     CORRELATION_ID_FIELD_NUMBER: _builtins.int
     APPEND_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
     correlation_id: _builtins.int
     """unique among this call's pending appends"""
+    @_builtins.property
+    def append(self) -> Global___AppendRequest:
+        """unset (with `more` set): the message only carries `more`"""
+
+    @_builtins.property
+    def more(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionAppend]:
+        """Further appends in the same message, each answered on its own. One gRPC message costs more
+        CPU than the appends it carries, so a client with several appends ready sends them together.
+        A client that sends any `more` also receives answers packed the same way (in
+        AppendSessionResponse.more); one that never does receives one answer per message.
+        """
+
+    def __init__(
+        self,
+        *,
+        correlation_id: _builtins.int = ...,
+        append: Global___AppendRequest | None = ...,
+        more: _abc.Iterable[Global___SessionAppend] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["append", b"append"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["append", b"append", "correlation_id", b"correlation_id", "more", b"more"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppendSessionRequest: _TypeAlias = AppendSessionRequest  # noqa: Y015
+
+@_typing.final
+class SessionAppend(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CORRELATION_ID_FIELD_NUMBER: _builtins.int
+    APPEND_FIELD_NUMBER: _builtins.int
+    correlation_id: _builtins.int
     @_builtins.property
     def append(self) -> Global___AppendRequest: ...
     def __init__(
@@ -1195,10 +1230,48 @@ class AppendSessionRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___AppendSessionRequest: _TypeAlias = AppendSessionRequest  # noqa: Y015
+Global___SessionAppend: _TypeAlias = SessionAppend  # noqa: Y015
 
 @_typing.final
 class AppendSessionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CORRELATION_ID_FIELD_NUMBER: _builtins.int
+    SUCCESS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    correlation_id: _builtins.int
+    """0 with no result: the message only carries `more`"""
+    @_builtins.property
+    def success(self) -> Global___AppendResponse: ...
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """the code, message and ErrorInfo a unary Append would return"""
+
+    @_builtins.property
+    def more(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionAnswer]:
+        """further answers (only to a client that sent `more`)"""
+
+    def __init__(
+        self,
+        *,
+        correlation_id: _builtins.int = ...,
+        success: Global___AppendResponse | None = ...,
+        error: _status_pb2.Status | None = ...,
+        more: _abc.Iterable[Global___SessionAnswer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result", "success", b"success"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_id", b"correlation_id", "error", b"error", "more", b"more", "result", b"result", "success", b"success"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["success", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___AppendSessionResponse: _TypeAlias = AppendSessionResponse  # noqa: Y015
+
+@_typing.final
+class SessionAnswer(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CORRELATION_ID_FIELD_NUMBER: _builtins.int
@@ -1208,9 +1281,7 @@ class AppendSessionResponse(_message.Message):
     @_builtins.property
     def success(self) -> Global___AppendResponse: ...
     @_builtins.property
-    def error(self) -> _status_pb2.Status:
-        """the code, message and ErrorInfo a unary Append would return"""
-
+    def error(self) -> _status_pb2.Status: ...
     def __init__(
         self,
         *,
@@ -1226,7 +1297,7 @@ class AppendSessionResponse(_message.Message):
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
 
-Global___AppendSessionResponse: _TypeAlias = AppendSessionResponse  # noqa: Y015
+Global___SessionAnswer: _TypeAlias = SessionAnswer  # noqa: Y015
 
 @_typing.final
 class LoadStreamRequest(_message.Message):
