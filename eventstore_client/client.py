@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
+import os
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -32,6 +32,13 @@ class Expected:
     STREAM_EXISTS = pb.EXPECTED_STATE_STREAM_EXISTS
 
 
+def new_event_id() -> str:
+    """A random (version 4) UUID as text, as str(uuid.uuid4()) gives, at half its cost (an
+    append's id is made on the hot path)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
 @dataclass(frozen=True)
 class NewEvent:
     """An event to append. The id is chosen here so that a retried append is recognised."""
@@ -40,7 +47,7 @@ class NewEvent:
     data: bytes = b""
     metadata: Mapping[str, str] = field(default_factory=dict)
     content_type: str = "application/octet-stream"
-    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    id: str = field(default_factory=new_event_id)
 
     @classmethod
     def json(
@@ -51,7 +58,7 @@ class NewEvent:
             data=json.dumps(data, separators=(",", ":")).encode(),
             metadata=dict(metadata or {}),
             content_type="application/json",
-            id=id or str(uuid.uuid4()),
+            id=id or new_event_id(),
         )
 
     def to_proto(self) -> pb.EventData:

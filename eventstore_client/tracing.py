@@ -29,8 +29,17 @@ def inject_into(request: Any) -> None:
                     event.metadata[key] = value
 
 
+def _tracing() -> bool:
+    """Whether a tracer provider is installed (without one every span is a no-op, which still
+    costs a few µs to make: a tenth of an append's CPU in the client)."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
 def append_span(stream: str) -> contextlib.AbstractContextManager[Any]:
     """A CLIENT span for one append sent on an AppendSession."""
+    if not _tracing():
+        return contextlib.nullcontext()
     return _tracer.start_as_current_span(
         "eventstore append",
         kind=SpanKind.CLIENT,

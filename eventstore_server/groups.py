@@ -200,6 +200,7 @@ class GroupManager:
         self._url = database_url
         self._dispatchers: dict[str, Dispatcher] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._any = asyncio.Event()  # set while this replica has a dispatcher
         self.replica = uuid.uuid4().hex  # in NOTIFY payloads, to skip our own
 
     def start(self) -> None:
@@ -216,6 +217,7 @@ class GroupManager:
         dispatcher = self._dispatchers.get(settings.name)
         if dispatcher is None or dispatcher.task.done():
             dispatcher = self._dispatchers[settings.name] = Dispatcher(self, settings)
+            self._any.set()
         dispatcher.add(member)
         return member
 
@@ -239,6 +241,8 @@ class GroupManager:
     def forget(self, dispatcher: Dispatcher) -> None:
         if self._dispatchers.get(dispatcher.settings.name) is dispatcher:
             del self._dispatchers[dispatcher.settings.name]
+            if not self._dispatchers:
+                self._any.clear()
 
     async def close(self) -> None:
         """Members' calls end (UNAVAILABLE: join again, anywhere); their deliveries are given
@@ -260,25 +264,33 @@ class GroupManager:
 
     async def _follow_head(self) -> None:
         """New events wake the dispatchers of the groups they belong to. The tail keeps recent
-        events in memory while it is attached, which is how we know which those are."""
+        events in memory while it is attached, which is how we know which those are; it is
+        attached only while a group has members here (otherwise it would read every commit back
+        for nobody: 9% of the store's CPU under appends, measured)."""
         tail = self._tail
-        tail.attach()
-        seen = tail.head
         try:
             while True:
-                await tail.wait_beyond(seen)
-                if tail.covers(seen):
-                    events, seen = tail.after(seen, 1_000_000, lambda e: True)
-                    woken = [d for d in self._dispatchers.values() if any(map(d.matches, events))]
-                else:  # too far behind to tell: wake them all
-                    seen = tail.head
-                    woken = list(self._dispatchers.values())
-                for dispatcher in woken:
-                    dispatcher.wake()
+                await self._any.wait()
+                tail.attach()
+                try:
+                    await self._wake_dispatchers(tail)
+                finally:
+                    tail.detach()
         except ShuttingDown:
             pass
-        finally:
-            tail.detach()
+
+    async def _wake_dispatchers(self, tail: LiveTail) -> None:
+        seen = tail.head
+        while self._dispatchers:
+            await tail.wait_beyond(seen)
+            if tail.covers(seen):
+                events, seen = tail.after(seen, 1_000_000, lambda e: True)
+                woken = [d for d in self._dispatchers.values() if any(map(d.matches, events))]
+            else:  # too far behind to tell: wake them all
+                seen = tail.head
+                woken = list(self._dispatchers.values())
+            for dispatcher in woken:
+                dispatcher.wake()
 
     def _notified(self, payload: str) -> None:
         name, _, replica = payload.rpartition(" ")

@@ -131,6 +131,8 @@ class GroupCommitWriter:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._closing = False
         self._closed = asyncio.Event()
+        self._back = asyncio.Event()  # set when the queue holds `_awaited` appends (or on close)
+        self._awaited = 0
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # batches written, for metrics and tests
         self.delayed_batches = 0  # batches that waited commit_delay for more appends
@@ -154,12 +156,15 @@ class GroupCommitWriter:
         size = sum(len(e.head) + len(e.metadata) for e in command.events)
         self._queue.append(_Pending(command, future, size, telemetry.current_link()))
         self._wakeup.set()
+        if self._awaited and len(self._queue) >= self._awaited:
+            self._back.set()
         return future
 
     async def close(self) -> None:
         """Refuse new appends and finish the queued ones."""
         self._closing = True
         self._closed.set()
+        self._back.set()
         self._wakeup.set()
         if self._task is not None:
             await self._task
@@ -174,12 +179,18 @@ class GroupCommitWriter:
                 if self._sustained_load():
                     # Many callers: a short wait lets more of them join this batch, which costs
                     # each of them less CPU, in PostgreSQL and here, than committing sooner
-                    # (measured: see "Commit delay" in the README).
+                    # (measured: see "Commit delay" in the README). It ends as soon as as many
+                    # appends wait as the last batch held: when callers wait for their answers
+                    # before appending again (a session's 32 callers, say), every one of them
+                    # is back, and waiting longer would only idle the store and PostgreSQL.
                     self.delayed_batches += 1
                     metrics.BATCHES_DELAYED.inc()
+                    self._awaited = self._last_batch
+                    self._back.clear()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self._commit_delay):
-                            await self._closed.wait()  # close() cuts the wait short
+                            await self._back.wait()  # close() cuts the wait short too
+                    self._awaited = 0
                 elif len(self._queue) > 1:
                     # Under concurrent load, one turn of the event loop lets the calls gRPC has
                     # already received join this batch; a lone append never waits for it.
@@ -240,7 +251,7 @@ class GroupCommitWriter:
         return (
             self._commit_delay > 0
             and self._last_batch >= self._commit_siblings
-            and len(self._queue) >= self._commit_siblings
+            and self._commit_siblings <= len(self._queue) < self._last_batch
             and sum(len(item.command.events) for item in self._queue) < AMORTIZED_EVENTS
         )
 
