@@ -87,9 +87,16 @@ def _event_type(value: str, limits: Limits, field: str) -> str:
     return value
 
 
+# A UUID in canonical form (what clients send): taken as it is, without parsing (a third of
+# the cost of checking a 100-event append, measured).
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _event_id(value: str, index: int) -> str:
     if not value:
         return str(uuid.uuid4())
+    if _CANONICAL_UUID.fullmatch(value):
+        return value
     try:
         return str(uuid.UUID(value))
     except ValueError:

@@ -68,3 +68,23 @@ def test_limits_are_configurable() -> None:
         pb.AppendRequest(stream="s-1", events=[pb.EventData(type="T", data=b"x" * 10)] * 2), small
     )
     assert [pb.RecordedEvent.FromString(e.head).data for e in at_limit.events] == [b"x" * 10] * 2
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "6F9619FF-8B86-D011-B42D-00CF4FC964FF",  # upper case
+        "{6f9619ff-8b86-d011-b42d-00cf4fc964ff}",  # braces
+        "6f9619ff8b86d011b42d00cf4fc964ff",  # no hyphens
+    ],
+)
+def test_event_ids_are_stored_in_canonical_form(given: str) -> None:
+    request = pb.AppendRequest(stream="s-1", events=[pb.EventData(id=given, type="T")])
+    assert append_command(request, LIMITS).events[0].id == str(uuid.UUID(given))
+
+
+@pytest.mark.parametrize("given", ["not-a-uuid", "6f9619ff-8b86-d011-b42d-00cf4fc964f"])
+def test_malformed_event_ids_are_refused(given: str) -> None:
+    request = pb.AppendRequest(stream="s-1", events=[pb.EventData(id=given, type="T")])
+    with pytest.raises(InvalidArgument, match="not a UUID"):
+        append_command(request, LIMITS)
