@@ -13,12 +13,13 @@ from typing import Any
 
 from bench import plots
 from bench.harness import Bench, Config
-from bench.scenarios import append, groups, live, read, services
+from bench.scenarios import append, fanout, groups, live, read, services
 
 SCENARIOS = {
     "append": append.run,
     "read": read.run,
     "live": live.run,
+    "fanout": fanout.run,
     "services": services.run,
     "groups": groups.run,
 }

@@ -39,6 +39,9 @@ class TailEvent:
     record: bytes  # framed, as stored (see es_events.record)
 
 
+WAKE_COST_S = 0.0002  # per subscriber: together at most 5,000 subscriber wake-ups a second
+
+
 class ShuttingDown(Exception):
     """The tail is closing: live subscribers must end."""
 
@@ -59,6 +62,7 @@ class LiveTail:
         self._closed = False
         self._subscribers = 0
         self._task: asyncio.Task[None] | None = None
+        self._woken_at = 0.0  # when subscribers were last woken (the loop's clock)
 
     async def start(self) -> None:
         self.head = self._base = self._target = await self._reader.head()
@@ -117,6 +121,7 @@ class LiveTail:
         try:
             while True:
                 await self._advanced.wait()
+                await self._pace()
                 self._advanced.clear()
                 while self.head < self._target:
                     try:
@@ -129,6 +134,19 @@ class LiveTail:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+
+    async def _pace(self) -> None:
+        """Wake the subscribers at most once per WAKE_COST_S each: a wake-up costs the store a
+        message per subscriber and each subscriber process a message to read (measured: about
+        200 µs of a Python subscriber's CPU per message, whatever it carries). One subscriber
+        is woken for every commit; a hundred at most every 20 ms, each then sent everything
+        committed meanwhile in one message. Measured with 40 subscriber processes at 500
+        appends/s on two cores: p99 32-44 ms paced, 55-58 ms woken for every commit."""
+        loop = asyncio.get_running_loop()
+        due = self._woken_at + self._subscribers * WAKE_COST_S - loop.time()
+        if due > 0:
+            await asyncio.sleep(due)
+        self._woken_at = loop.time()
 
     async def _load(self, target: int) -> None:
         if not self._subscribers or target - self.head > self._capacity:
