@@ -245,7 +245,7 @@ def absolute(ours: Result, at_most: float) -> dict[str, Any]:
         "ours": ours.value,
         "baseline": "target",
         "baseline_value": at_most,
-        "ratio": ours.value / at_most,
+        "ratio": ours.value / at_most if at_most else None,  # none to a target of zero
         "target": at_most,
         "met": ours.value <= at_most,
     }

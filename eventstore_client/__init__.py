@@ -1,7 +1,13 @@
 """The client library for the event store: typed client, errors, and (for services) the
 aggregate repository and the subscription runner."""
 
-from eventstore_client.client import AppendResult, EventStoreClient, Expected, NewEvent
+from eventstore_client.client import (
+    AppendResult,
+    EventStoreClient,
+    Expected,
+    NewEvent,
+    Ordering,
+)
 from eventstore_client.errors import (
     DuplicateEventIdError,
     EventStoreError,
@@ -20,6 +26,7 @@ __all__ = [
     "InvalidArgumentError",
     "NewEvent",
     "NotFoundError",
+    "Ordering",
     "UnavailableError",
     "WrongExpectedVersionError",
 ]

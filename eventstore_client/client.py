@@ -32,6 +32,13 @@ class Expected:
     STREAM_EXISTS = pb.EXPECTED_STATE_STREAM_EXISTS
 
 
+class Ordering:
+    """What a consumer group delivers in order (`create_group(ordering=...)`)."""
+
+    STREAM = pb.GROUP_ORDERING_STREAM  # each stream's events, one at a time
+    CORRELATION = pb.GROUP_ORDERING_CORRELATION  # each correlation_id's (else each stream's)
+
+
 def new_event_id() -> str:
     """A random (version 4) UUID as text, as str(uuid.uuid4()) gives, at half its cost (an
     append's id is made on the hot path)."""
@@ -318,15 +325,18 @@ class EventStoreClient:
         start_after_position: int = 0,
         max_attempts: int = 0,
         ack_timeout_ms: int = 0,
+        ordering: pb.GroupOrdering.ValueType = pb.GROUP_ORDERING_STREAM,
     ) -> bool:
         """Create a consumer group over a category (all streams when empty); True when created,
-        False when it existed with the same settings (`AlreadyExistsError` with others)."""
+        False when it existed with the same settings (`AlreadyExistsError` with others).
+        `ordering`: what is delivered in order (each stream, or each correlation id)."""
         request = pb.CreateGroupRequest(
             group=group,
             event_types=list(event_types),
             start_after_position=start_after_position,
             max_attempts=max_attempts,
             ack_timeout_ms=ack_timeout_ms,
+            ordering=ordering,
         )
         if category:
             request.category = category
@@ -387,6 +397,7 @@ __all__ = [
     "EventStoreError",
     "Expected",
     "NewEvent",
+    "Ordering",
     "RecordedEvent",
     "Snapshot",
 ]

@@ -14,6 +14,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 
+from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_client import tracing
 from eventstore_client.client import RecordedEvent
 from eventstore_client.codec import MalformedEvent
@@ -34,10 +35,13 @@ async def ensure_group(
     start_after_position: int = 0,
     max_attempts: int = 0,
     ack_timeout_ms: int = 0,
+    ordering: pb.GroupOrdering.ValueType = pb.GROUP_ORDERING_STREAM,
 ) -> bool:
     """Create the group unless it exists; True when this call created it. A group that exists
-    with another start position is fine (that only mattered when it was created); one that
-    follows another category or other types is an error (`AlreadyExistsError`)."""
+    with another start position is fine (that only mattered when it was created), and so is
+    one ordered by stream where correlation was asked for (stricter, only slower: delete and
+    create it again to change that); one that follows another category or other types, or is
+    ordered more loosely than asked, is an error (`AlreadyExistsError`)."""
     try:
         return await client.create_group(
             group,
@@ -46,13 +50,18 @@ async def ensure_group(
             start_after_position=start_after_position,
             max_attempts=max_attempts,
             ack_timeout_ms=ack_timeout_ms,
+            ordering=ordering,
         )
     except AlreadyExistsError as exists:
         theirs = exists.metadata
         same_target = theirs.get("category") == category and sorted(
             filter(None, theirs.get("event_types", "").split(","))
         ) == sorted(set(event_types))
-        if not same_target:
+        their_ordering = pb.GroupOrdering.Value(
+            theirs.get("ordering") or pb.GroupOrdering.Name(pb.GROUP_ORDERING_STREAM)
+        )
+        strict_enough = their_ordering in (ordering, pb.GROUP_ORDERING_STREAM)
+        if not same_target or not strict_enough:
             raise
         log.info("group %s exists (%s)", group, ", ".join(f"{k}={v}" for k, v in theirs.items()))
         return False

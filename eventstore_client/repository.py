@@ -43,6 +43,7 @@ class _Queued(Generic[State, Event]):
 
     command: Callable[[State], Sequence[Event]]
     causation_id: str
+    correlation_id: str
     outcome: asyncio.Future[Executed[State, Event]]
 
 
@@ -189,12 +190,18 @@ class Repository(Generic[State, Event]):
         return Executed(loaded, decided)
 
     def _new_events(
-        self, aggregate_id: str, decided: Sequence[Event], causation_id: str
+        self,
+        aggregate_id: str,
+        decided: Sequence[Event],
+        causation_id: str,
+        correlation_id: str = "",
     ) -> list[NewEvent]:
         stream = self._kind.stream(aggregate_id)
         metadata = dict(self._metadata())
         if causation_id:
             metadata["causation_id"] = causation_id
+        if correlation_id:
+            metadata["correlation_id"] = correlation_id
         events = []
         for i, event in enumerate(decided):
             type_name, data, versioned = self._kind.codec.encode(event)
@@ -214,6 +221,7 @@ class Repository(Generic[State, Event]):
         command: Callable[[State], Sequence[Event]],
         *,
         causation_id: str = "",
+        correlation_id: str = "",
     ) -> Executed[State, Event]:
         """Run `command` on the current state and append what it decides, expecting the version
         it saw; on a conflict, reload and run it again.
@@ -221,9 +229,11 @@ class Repository(Generic[State, Event]):
         With `causation_id` (the id of the event being reacted to), the new events' ids derive
         from it: a reaction run twice (a redelivery, two replicas) appends the same ids, and the
         store answers the second append with the first's result instead of writing again.
+        `correlation_id` (the business process the command belongs to, a saga say) goes into
+        the new events' metadata: consumer groups ordered by correlation deliver by it.
         """
         loop = asyncio.get_running_loop()
-        queued = _Queued(command, causation_id, loop.create_future())
+        queued = _Queued(command, causation_id, correlation_id, loop.create_future())
         waiting = self._queued.setdefault(aggregate_id, [])
         waiting.append(queued)
         try:
@@ -237,9 +247,7 @@ class Repository(Generic[State, Event]):
             raise
         return await queued.outcome
 
-    async def _execute_batch(
-        self, aggregate_id: str, batch: list[_Queued[State, Event]]
-    ) -> None:
+    async def _execute_batch(self, aggregate_id: str, batch: list[_Queued[State, Event]]) -> None:
         """Every command of `batch` answered: together in one append when they can be, each on
         its own when the batch's append is refused for a reason other than a conflict (a
         redelivered reaction whose events were written before, say)."""
@@ -251,7 +259,7 @@ class Repository(Generic[State, Event]):
                     continue
                 try:
                     executed = await self._execute(
-                        aggregate_id, queued.command, queued.causation_id
+                        aggregate_id, queued.command, queued.causation_id, queued.correlation_id
                     )
                 except Exception as exc:
                     queued.outcome.set_exception(exc)
@@ -282,7 +290,9 @@ class Repository(Generic[State, Event]):
                     outcomes.append((queued, exc))
                     continue
                 state, version = kind.fold(state, decided), version + len(decided)
-                events += self._new_events(aggregate_id, decided, queued.causation_id)
+                events += self._new_events(
+                    aggregate_id, decided, queued.causation_id, queued.correlation_id
+                )
                 after = Loaded(state, version, loaded.snapshot_version, loaded.events_read)
                 outcomes.append((queued, Executed(after, decided)))
             if events:
@@ -314,7 +324,11 @@ class Repository(Generic[State, Event]):
         return True
 
     async def _execute(
-        self, aggregate_id: str, command: Callable[[State], Sequence[Event]], causation_id: str
+        self,
+        aggregate_id: str,
+        command: Callable[[State], Sequence[Event]],
+        causation_id: str,
+        correlation_id: str = "",
     ) -> Executed[State, Event]:
         kind = self._kind
         stream = kind.stream(aggregate_id)
@@ -323,7 +337,7 @@ class Repository(Generic[State, Event]):
             decided = list(command(loaded.state))
             if not decided:
                 return Executed(loaded, [])
-            events = self._new_events(aggregate_id, decided, causation_id)
+            events = self._new_events(aggregate_id, decided, causation_id, correlation_id)
             try:
                 result = await self._client.append(stream, events, expected_version=loaded.version)
             except WrongExpectedVersionError:

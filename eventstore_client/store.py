@@ -89,6 +89,7 @@ class EventStore(Protocol):
         start_after_position: int = 0,
         max_attempts: int = 0,
         ack_timeout_ms: int = 0,
+        ordering: pb.GroupOrdering.ValueType = pb.GROUP_ORDERING_STREAM,
     ) -> bool: ...
 
     async def delete_group(self, group: str) -> None: ...

@@ -323,12 +323,19 @@ class InMemoryEventStore:
         start_after_position: int = 0,
         max_attempts: int = 0,
         ack_timeout_ms: int = 0,
+        ordering: pb.GroupOrdering.ValueType = pb.GROUP_ORDERING_STREAM,
     ) -> bool:
         _check_name(group, "group")
         if category:
             _check_name(category, "category")
         return self._groups.create(
-            group, category, event_types, start_after_position, max_attempts, ack_timeout_ms
+            group,
+            category,
+            event_types,
+            start_after_position,
+            max_attempts,
+            ack_timeout_ms,
+            ordering,
         )
 
     async def delete_group(self, group: str) -> None:

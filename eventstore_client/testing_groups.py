@@ -28,6 +28,7 @@ class MemoryGroup:
     start_after: int
     max_attempts: int
     ack_timeout_ms: int
+    ordering: int = pb.GROUP_ORDERING_STREAM
     checkpoint: int = 0
     done: set[int] = field(default_factory=set)  # acked or parked, after the checkpoint
     attempts: dict[int, int] = field(default_factory=dict)
@@ -35,6 +36,12 @@ class MemoryGroup:
     parked: dict[int, tuple[str, int]] = field(default_factory=dict)  # reason, attempts
     replays: set[int] = field(default_factory=set)  # at or below the checkpoint
     members: list[MemorySession] = field(default_factory=list)
+
+    def key(self, event: pb.RecordedEvent) -> str:
+        """What the group delivers in order: the stream, or the correlation id if so set."""
+        if self.ordering == pb.GROUP_ORDERING_CORRELATION:
+            return event.metadata.get("correlation_id") or event.stream
+        return event.stream
 
     def matches(self, event: pb.RecordedEvent) -> bool:
         category = event.stream.split("-", 1)[0]
@@ -100,6 +107,7 @@ class MemoryGroups:
         start_after_position: int,
         max_attempts: int,
         ack_timeout_ms: int,
+        ordering: int = pb.GROUP_ORDERING_STREAM,
     ) -> bool:
         wanted = MemoryGroup(
             group,
@@ -108,13 +116,21 @@ class MemoryGroups:
             start_after_position,
             max_attempts or 5,
             ack_timeout_ms or 30_000,
+            ordering,
             checkpoint=start_after_position,
         )
         existing = self._groups.get(group)
         if existing is None:
             self._groups[group] = wanted
             return True
-        settings = ("category", "event_types", "start_after", "max_attempts", "ack_timeout_ms")
+        settings = (
+            "category",
+            "event_types",
+            "start_after",
+            "max_attempts",
+            "ack_timeout_ms",
+            "ordering",
+        )
         if any(getattr(existing, s) != getattr(wanted, s) for s in settings):
             raise AlreadyExistsError(
                 grpc.StatusCode.ALREADY_EXISTS,
@@ -123,6 +139,7 @@ class MemoryGroups:
                 {
                     "category": existing.category,
                     "event_types": ",".join(sorted(existing.event_types)),
+                    "ordering": pb.GroupOrdering.Name(existing.ordering),  # type: ignore[arg-type]
                 },
             )
         return False
@@ -153,6 +170,7 @@ class MemoryGroups:
                 members=len(g.members),
                 in_flight=len(g.in_flight),
                 parked=len(g.parked),
+                ordering=g.ordering,  # type: ignore[arg-type]
             )
             for g in sorted(self._groups.values(), key=lambda g: g.name)
         ]
@@ -215,9 +233,10 @@ class MemoryGroups:
         for event in candidates:
             if event.position in group.done and event.position not in group.replays:
                 continue
-            if event.stream in held:
+            key = group.key(event)
+            if key in held:
                 continue
-            held.add(event.stream)
+            held.add(key)
             if event.position in group.in_flight:
                 continue
             member = max(group.members, key=lambda m: m.max_in_flight - len(m.held), default=None)

@@ -7,7 +7,8 @@ not acked or parked "holds" the stream: if it is in flight or waiting for its re
 later event of that stream is delivered; if it is deliverable, it is the only one of its stream
 claimed this round. So event v+1 is never in flight unless v is acked or parked, whichever
 member or replica holds either, and however members come and go. Parked events do not hold
-their stream (they are done for the group; see the README for why).
+their stream (they are done for the group; see the README for why). In a group ordered by
+correlation, "stream" reads "key" throughout: the rows carry the key (group_store.order_key).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from eventstore_server.group_store import (
     State,
     matching,
     matching_args,
+    order_key,
 )
 
 DONE = (State.ACKED, State.PARKED)
@@ -128,7 +130,8 @@ async def _state(
                         WHERE m.session = g.member AND m.expires_at > now())) AS expired
               FROM es_group_events g WHERE group_name = $4
             UNION ALL
-            (SELECT false, position, stream, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+            (SELECT false, position, {order_key(settings)}, NULL, NULL, NULL, NULL, NULL, NULL,
+                    NULL
                FROM es_events WHERE {matching(settings, 5)}
               ORDER BY position LIMIT $3)""",
         checkpoint,

@@ -63,6 +63,8 @@ class GroupHandlers:
                 f"ack_timeout_ms must be from {ACK_TIMEOUT_MS[0]} to {ACK_TIMEOUT_MS[1]}",
                 field="ack_timeout_ms",
             )
+        if request.ordering not in pb.GroupOrdering.values():
+            raise InvalidArgument("ordering is not a known GroupOrdering", field="ordering")
         self._access.authorize(principal, "admin", name)
         wanted = GroupSettings(
             name=name,
@@ -71,6 +73,7 @@ class GroupHandlers:
             start_after=position_field(request.start_after_position, "start_after_position"),
             max_attempts=request.max_attempts or DEFAULT_MAX_ATTEMPTS,
             ack_timeout_ms=timeout,
+            ordering=request.ordering,
         )
         created, existing = await self._manager.store.create(wanted)
         if not created and not existing.same_as(wanted):
@@ -82,6 +85,7 @@ class GroupHandlers:
                 start_after_position=str(existing.start_after),
                 max_attempts=str(existing.max_attempts),
                 ack_timeout_ms=str(existing.ack_timeout_ms),
+                ordering=pb.GroupOrdering.Name(existing.ordering),  # type: ignore[arg-type]
             )
         return pb.CreateGroupResponse(created=created)
 
@@ -135,7 +139,7 @@ class GroupHandlers:
         principal = self._access.principal(context)
         settings = await self._settings(request.group)
         self._access.authorize(principal, "admin", settings.name)
-        replayed = await self._manager.store.replay(settings.name)
+        replayed = await self._manager.store.replay(settings)
         metrics.GROUP_REPLAYED.labels(settings.name).inc(replayed)
         self._manager.wake(settings.name)  # its dispatcher here; NOTIFY wakes the others
         return pb.ReplayParkedResponse(replayed=replayed)

@@ -7,7 +7,8 @@ arrived since the last round (acks, nacks, members that left), takes back delive
 timeout passed, moves the checkpoint over what is done, and claims the next deliveries:
 walking the group's events in position order, the first not-done event of each stream is the
 only one of that stream that may be in flight, so event v+1 of a stream is never delivered
-before event v is acked or parked.
+before event v is acked or parked. (A group ordered by correlation reads "each correlation id"
+for "each stream": the walk uses the key `order_key` gives, stored in es_group_events.stream.)
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class GroupSettings:
     start_after: int
     max_attempts: int
     ack_timeout_ms: int
+    ordering: int = pb.GROUP_ORDERING_STREAM
 
     def same_as(self, other: GroupSettings) -> bool:
         return (
@@ -56,6 +58,7 @@ class GroupSettings:
             and self.start_after == other.start_after
             and self.max_attempts == other.max_attempts
             and self.ack_timeout_ms == other.ack_timeout_ms
+            and self.ordering == other.ordering
         )
 
 
@@ -101,6 +104,13 @@ def matching(settings: GroupSettings, first: int) -> str:
     return " AND ".join(where)
 
 
+def order_key(settings: GroupSettings) -> str:
+    """SQL for the key of an es_events row that the group delivers in order."""
+    if settings.ordering == pb.GROUP_ORDERING_CORRELATION:
+        return "coalesce(metadata ->> 'correlation_id', stream)"
+    return "stream"
+
+
 def matching_args(settings: GroupSettings) -> list[object]:
     args: list[object] = []
     if settings.category:
@@ -118,10 +128,11 @@ def _settings(row: asyncpg.Record) -> GroupSettings:
         row["start_after"],
         row["max_attempts"],
         row["ack_timeout_ms"],
+        row["ordering"],
     )
 
 
-_GROUP_COLUMNS = "name, category, event_types, start_after, max_attempts, ack_timeout_ms"
+_GROUP_COLUMNS = "name, category, event_types, start_after, max_attempts, ack_timeout_ms, ordering"
 
 
 class GroupStore:
@@ -133,7 +144,7 @@ class GroupStore:
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"""INSERT INTO es_groups ({_GROUP_COLUMNS}, checkpoint)
-                    VALUES ($1, $2, $3, $4, $5, $6, $4) ON CONFLICT (name) DO NOTHING
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $4) ON CONFLICT (name) DO NOTHING
                     RETURNING {_GROUP_COLUMNS}""",
                 settings.name,
                 settings.category,
@@ -141,6 +152,7 @@ class GroupStore:
                 settings.start_after,
                 settings.max_attempts,
                 settings.ack_timeout_ms,
+                settings.ordering,
             )
             if row is not None:
                 return True, _settings(row)
@@ -198,6 +210,7 @@ class GroupStore:
                         members=counts["members"],
                         in_flight=counts["in_flight"],
                         parked=counts["parked"],
+                        ordering=settings.ordering,  # type: ignore[arg-type]
                     )
                 )
         return infos
@@ -213,8 +226,9 @@ class GroupStore:
             limit,
         )
 
-    async def replay(self, name: str) -> int:
+    async def replay(self, settings: GroupSettings) -> int:
         """Parked events become waiting again, with no attempts counted; how many."""
+        name = settings.name
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT 1 FROM es_groups WHERE name = $1 FOR UPDATE", name)
             rows = await conn.fetch(
@@ -222,8 +236,8 @@ class GroupStore:
             )
             positions = [r["position"] for r in rows]
             await conn.execute(
-                """INSERT INTO es_group_events (group_name, position, stream, state, attempts)
-                   SELECT $1, e.position, e.stream, 0, 0 FROM es_events e
+                f"""INSERT INTO es_group_events (group_name, position, stream, state, attempts)
+                   SELECT $1, e.position, {order_key(settings)}, 0, 0 FROM es_events e
                     WHERE e.position = ANY($2::bigint[])
                    ON CONFLICT (group_name, position) DO UPDATE
                    SET state = 0, attempts = 0, member = NULL, deadline = NULL,

@@ -8,7 +8,7 @@ import grpc
 
 from contracts.order.v1 import order_pb2, order_pb2_grpc
 from event_contracts.order import ORDER_EVENTS
-from eventstore_client import EventStoreClient
+from eventstore_client import EventStoreClient, Ordering
 from eventstore_client.consumer import GroupConsumer, ensure_group
 from eventstore_client.repository import Repository
 from hosting import service as hosting
@@ -45,6 +45,9 @@ async def run(settings: ServiceSettings) -> None:
                 category="customer",
                 event_types=CREDIT_EVENTS,
                 start_after_position=await client.get_checkpoint(SAGA_GROUP) or 0,
+                # An order's credit events in order; different orders' in parallel, even
+                # when one customer's stream holds them all.
+                ordering=Ordering.CORRELATION,
             )
 
         async def ensure_view() -> None:

@@ -52,8 +52,11 @@ class Customers:
                 "ignoring %s %s: customer id %r is not a UUID", event.type, event.id, customer_id
             )
             return
+        # The order's saga is what the decision belongs to: order_svc's group delivers the
+        # credit events by it, so one busy customer does not make its orders wait in line.
+        correlation = event.metadata.get("correlation_id") or event.stream
         executed = await self._repository.execute(
-            customer_id, react(message), causation_id=event.id
+            customer_id, react(message), causation_id=event.id, correlation_id=correlation
         )
         for decided in executed.events:
             CREDIT_DECISIONS.labels(DECISIONS[type(decided).__name__]).inc()

@@ -6,8 +6,12 @@ import asyncio
 import weakref
 from collections.abc import AsyncIterator
 
+import pytest
+
 from contracts.eventstore.v1 import eventstore_pb2 as pb
-from eventstore_client import NewEvent
+from eventstore_client import NewEvent, Ordering
+from eventstore_client.consumer import ensure_group
+from eventstore_client.errors import AlreadyExistsError
 from eventstore_client.store import EventStore, GroupMembership
 from tools.processes import unique
 
@@ -74,3 +78,48 @@ async def test_retries_then_parks_and_a_leaving_member_gives_back(any_store: Eve
             await asyncio.sleep(0.05)
     [parked] = await any_store.read_parked(group)
     assert (parked.attempts, parked.reason) == (3, "still failing")
+
+
+async def test_a_group_ordered_by_correlation_holds_each_correlation_id(
+    any_store: EventStore,
+) -> None:
+    group, category = unique("g"), unique()
+    created = await any_store.create_group(group, category=category, ordering=Ordering.CORRELATION)
+    assert created and (await info(any_store, group)).ordering == Ordering.CORRELATION
+    with pytest.raises(AlreadyExistsError) as other_settings:
+        await any_store.create_group(group, category=category)  # ordered by stream
+    assert other_settings.value.metadata["ordering"] == "GROUP_ORDERING_CORRELATION"
+
+    def saga(type: str, correlation: str = "") -> NewEvent:
+        return NewEvent(type, metadata={"correlation_id": correlation} if correlation else {})
+
+    # One stream (one busy customer, say) holding the events of two sagas and one of none.
+    await any_store.append(
+        f"{category}-1", [saga("X1", "x"), saga("Y1", "y"), saga("X2", "x"), saga("Plain")]
+    )
+    async with any_store.consume(group, "m", 10) as session:
+        first = {d.event.type: d for d in [await next_delivery(session) for _ in range(3)]}
+        assert set(first) == {"X1", "Y1", "Plain"}  # X2 waits for X1; the others go at once
+        session.ack(first["Y1"].event.position)
+        session.ack(first["Plain"].event.position)
+        session.ack(first["X1"].event.position)
+        then = await next_delivery(session)
+        assert (then.event.type, then.attempt) == ("X2", 1)
+        session.ack(then.event.position)
+
+
+async def test_ensure_group_keeps_a_stricter_group_and_refuses_a_looser_one(
+    any_store: EventStore,
+) -> None:
+    by_stream, by_correlation, category = unique("g"), unique("g"), unique()
+    await any_store.create_group(by_stream, category=category)
+    # A service that now asks for correlation order finds the group its older version made:
+    # ordered by stream is stricter, so it is used as it is.
+    assert not await ensure_group(
+        any_store, by_stream, category=category, ordering=Ordering.CORRELATION
+    )
+    await any_store.create_group(by_correlation, category=category, ordering=Ordering.CORRELATION)
+    with pytest.raises(AlreadyExistsError):
+        await ensure_group(any_store, by_correlation, category=category)
+    with pytest.raises(AlreadyExistsError):
+        await ensure_group(any_store, by_stream, category=unique())

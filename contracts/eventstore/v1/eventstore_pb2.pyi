@@ -40,6 +40,36 @@ EXPECTED_STATE_NO_STREAM: ExpectedState.ValueType  # 2
 EXPECTED_STATE_STREAM_EXISTS: ExpectedState.ValueType  # 3
 Global___ExpectedState: _TypeAlias = ExpectedState  # noqa: Y015
 
+class _GroupOrdering:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GroupOrderingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GroupOrdering.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GROUP_ORDERING_STREAM: _GroupOrdering.ValueType  # 0
+    """the key is the event's stream"""
+    GROUP_ORDERING_CORRELATION: _GroupOrdering.ValueType  # 1
+    """The key is the event's `correlation_id` metadata (the business process it belongs to, an
+    order's saga say); events without one are keyed by their stream. Two events of one stream
+    with different correlation ids may then be handled at once, as KurrentDB's
+    PinnedByCorrelation strategy does.
+    """
+
+class GroupOrdering(_GroupOrdering, metaclass=_GroupOrderingEnumTypeWrapper):
+    """What a consumer group delivers in order: an event is never delivered before the earlier
+    events with the same key are acked or parked; events with different keys go in parallel.
+    """
+
+GROUP_ORDERING_STREAM: GroupOrdering.ValueType  # 0
+"""the key is the event's stream"""
+GROUP_ORDERING_CORRELATION: GroupOrdering.ValueType  # 1
+"""The key is the event's `correlation_id` metadata (the business process it belongs to, an
+order's saga say); events without one are keyed by their stream. Two events of one stream
+with different correlation ids may then be handled at once, as KurrentDB's
+PinnedByCorrelation strategy does.
+"""
+Global___GroupOrdering: _TypeAlias = GroupOrdering  # noqa: Y015
+
 @_typing.final
 class EventData(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -754,6 +784,7 @@ class CreateGroupRequest(_message.Message):
     START_AFTER_POSITION_FIELD_NUMBER: _builtins.int
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     ACK_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    ORDERING_FIELD_NUMBER: _builtins.int
     group: _builtins.str
     """the stream-name rules apply"""
     category: _builtins.str
@@ -763,6 +794,8 @@ class CreateGroupRequest(_message.Message):
     """deliveries before an event is parked (0: 5)"""
     ack_timeout_ms: _builtins.int
     """unacked this long: taken back and redelivered (0: 30000)"""
+    ordering: Global___GroupOrdering.ValueType
+    """what is delivered in order (default: each stream)"""
     @_builtins.property
     def all(self) -> Global___AllStreams: ...
     @_builtins.property
@@ -779,10 +812,11 @@ class CreateGroupRequest(_message.Message):
         start_after_position: _builtins.int = ...,
         max_attempts: _builtins.int = ...,
         ack_timeout_ms: _builtins.int = ...,
+        ordering: Global___GroupOrdering.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "category", b"category", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_timeout_ms", b"ack_timeout_ms", "all", b"all", "category", b"category", "event_types", b"event_types", "group", b"group", "max_attempts", b"max_attempts", "start_after_position", b"start_after_position", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_timeout_ms", b"ack_timeout_ms", "all", b"all", "category", b"category", "event_types", b"event_types", "group", b"group", "max_attempts", b"max_attempts", "ordering", b"ordering", "start_after_position", b"start_after_position", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["category", "all"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
@@ -871,6 +905,7 @@ class GroupInfo(_message.Message):
     MEMBERS_FIELD_NUMBER: _builtins.int
     IN_FLIGHT_FIELD_NUMBER: _builtins.int
     PARKED_FIELD_NUMBER: _builtins.int
+    ORDERING_FIELD_NUMBER: _builtins.int
     group: _builtins.str
     category: _builtins.str
     """empty: all streams"""
@@ -881,6 +916,7 @@ class GroupInfo(_message.Message):
     members: _builtins.int
     in_flight: _builtins.int
     parked: _builtins.int
+    ordering: Global___GroupOrdering.ValueType
     @_builtins.property
     def event_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -894,10 +930,11 @@ class GroupInfo(_message.Message):
         members: _builtins.int = ...,
         in_flight: _builtins.int = ...,
         parked: _builtins.int = ...,
+        ordering: Global___GroupOrdering.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "checkpoint", b"checkpoint", "event_types", b"event_types", "group", b"group", "in_flight", b"in_flight", "lag", b"lag", "members", b"members", "parked", b"parked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "checkpoint", b"checkpoint", "event_types", b"event_types", "group", b"group", "in_flight", b"in_flight", "lag", b"lag", "members", b"members", "ordering", b"ordering", "parked", b"parked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
