@@ -194,8 +194,9 @@ def markdown(document: dict[str, Any]) -> str:
         params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
         target = r.get("target")
         met = "" if target is None else ("yes" if r["met"] else "**no**")
-        if r.get("kind") == "absolute":
-            shown_ratio, shown_target = "", f"≤ {target} {r['metric']}"
+        if r.get("kind") in ("absolute", "absolute_min"):
+            bound = "≤" if r["kind"] == "absolute" else "≥"
+            shown_ratio, shown_target = "", f"{bound} {target} {r['metric']}"
         else:
             shown_ratio = f"{r['ratio']:.2f}x"
             shown_target = "" if target is None else f"≥ {target}x"
@@ -235,19 +236,23 @@ def ratio(
     }
 
 
-def absolute(ours: Result, at_most: float) -> dict[str, Any]:
-    """A target on an absolute value (a latency), where lower is better."""
+def absolute(
+    ours: Result, at_most: float | None = None, at_least: float | None = None
+) -> dict[str, Any]:
+    """A target on an absolute value: at most (a latency) or at least (a rate) this."""
+    target = at_most if at_most is not None else at_least
+    assert target is not None, "a target: at_most or at_least"
     return {
-        "kind": "absolute",
+        "kind": "absolute" if at_most is not None else "absolute_min",
         "scenario": ours.scenario,
         "params": ours.params,
         "metric": ours.metric,
         "ours": ours.value,
         "baseline": "target",
-        "baseline_value": at_most,
-        "ratio": ours.value / at_most if at_most else None,  # none to a target of zero
-        "target": at_most,
-        "met": ours.value <= at_most,
+        "baseline_value": target,
+        "ratio": ours.value / target if target else None,  # none to a target of zero
+        "target": target,
+        "met": ours.value <= target if at_most is not None else ours.value >= target,
     }
 
 
