@@ -94,9 +94,10 @@ class RoundResult:
     next_due: float | None = None  # seconds until a deadline or retry time, if any
 
 
-def matching(settings: GroupSettings, first: int) -> str:
-    """SQL for the group's events with position > $1 and <= $2 (parameters from `first` on)."""
-    where = ["position > $1", "position <= $2"]
+def matching(settings: GroupSettings, first: int, after: str = "$1", until: str = "$2") -> str:
+    """SQL for the group's events with position > `after` and <= `until` (by default $1 and
+    $2; the group's own parameters from `first` on)."""
+    where = [f"position > {after}", f"position <= {until}"]
     if settings.category:
         where.append(f"category = ${first}")
     if settings.event_types:
@@ -174,45 +175,44 @@ class GroupStore:
         )
 
     async def infos(self) -> list[pb.GroupInfo]:
+        """Each group's numbers from one statement, so from one snapshot: the head, the
+        checkpoint and the counts agree with each other (no transaction to open for that)."""
         infos = []
-        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            head: int = await conn.fetchval("SELECT position FROM es_head")
-            for row in await conn.fetch(
-                f"SELECT {_GROUP_COLUMNS}, checkpoint FROM es_groups ORDER BY name"
-            ):
-                settings = _settings(row)
-                checkpoint = row["checkpoint"]
-                total = await conn.fetchval(
-                    f"SELECT count(*) FROM es_events WHERE {matching(settings, 3)}",
-                    checkpoint,
-                    head,
-                    *matching_args(settings),
+        for row in await self._pool.fetch(f"SELECT {_GROUP_COLUMNS} FROM es_groups ORDER BY name"):
+            settings = _settings(row)
+            counts = await self._pool.fetchrow(
+                f"""WITH g AS (SELECT checkpoint FROM es_groups WHERE name = $1),
+                         h AS (SELECT position AS head FROM es_head)
+                    SELECT g.checkpoint,
+                           (SELECT count(*) FROM es_events
+                             WHERE {matching(settings, 2, "g.checkpoint", "h.head")}) AS total,
+                           (SELECT count(*) FROM es_group_events
+                             WHERE group_name = $1 AND state IN (2, 3)
+                               AND position > g.checkpoint AND position <= h.head) AS done,
+                           (SELECT count(*) FROM es_group_events
+                             WHERE group_name = $1 AND state = 1) AS in_flight,
+                           (SELECT count(*) FROM es_group_parked WHERE group_name = $1) AS parked,
+                           (SELECT count(*) FROM es_group_members
+                             WHERE group_name = $1 AND expires_at > now()) AS members
+                      FROM g, h""",
+                settings.name,
+                *matching_args(settings),
+            )
+            if counts is None:  # deleted since the list was read
+                continue
+            infos.append(
+                pb.GroupInfo(
+                    group=settings.name,
+                    category=settings.category,
+                    event_types=settings.event_types,
+                    checkpoint=counts["checkpoint"],
+                    lag=max(0, counts["total"] - counts["done"]),
+                    members=counts["members"],
+                    in_flight=counts["in_flight"],
+                    parked=counts["parked"],
+                    ordering=settings.ordering,  # type: ignore[arg-type]
                 )
-                counts = await conn.fetchrow(
-                    """SELECT count(*) FILTER (WHERE state IN (2, 3) AND position > $2) AS done,
-                              count(*) FILTER (WHERE state = 1) AS in_flight,
-                              (SELECT count(*) FROM es_group_parked WHERE group_name = $1)
-                                  AS parked,
-                              (SELECT count(*) FROM es_group_members
-                                WHERE group_name = $1 AND expires_at > now()) AS members
-                         FROM es_group_events WHERE group_name = $1""",
-                    settings.name,
-                    checkpoint,
-                )
-                assert counts is not None  # an aggregate always has its one row
-                infos.append(
-                    pb.GroupInfo(
-                        group=settings.name,
-                        category=settings.category,
-                        event_types=settings.event_types,
-                        checkpoint=checkpoint,
-                        lag=max(0, total - counts["done"]),
-                        members=counts["members"],
-                        in_flight=counts["in_flight"],
-                        parked=counts["parked"],
-                        ordering=settings.ordering,  # type: ignore[arg-type]
-                    )
-                )
+            )
         return infos
 
     async def parked(self, name: str, after: int, limit: int) -> list[asyncpg.Record]:

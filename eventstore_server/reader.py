@@ -261,17 +261,18 @@ class Reader:
 
     async def stats(self, count_streams: bool = True) -> pb.GetStatsResponse:
         """Head, durable subscribers and (a full count, so only when asked) the streams."""
-        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            head: int = await conn.fetchval("SELECT position FROM es_head")
-            streams = await conn.fetchval("SELECT count(*) FROM es_streams") if count_streams else 0
-            rows = await conn.fetch(
-                """SELECT subscriber, position,
-                          (extract(epoch FROM updated_at) * 1000000)::int8 AS updated_us
-                     FROM es_checkpoints ORDER BY subscriber"""
-            )
+        # One statement, so one snapshot: the lags agree with the head they are measured from.
+        streams = "(SELECT count(*) FROM es_streams)" if count_streams else "0"
+        rows = await self._pool.fetch(
+            f"""SELECT h.position AS head, {streams} AS streams, c.subscriber, c.position,
+                       (extract(epoch FROM c.updated_at) * 1000000)::int8 AS updated_us
+                  FROM es_head h LEFT JOIN es_checkpoints c ON true
+                 ORDER BY c.subscriber"""
+        )
+        head: int = rows[0]["head"]
         return pb.GetStatsResponse(
             head_position=head,
-            streams=streams,
+            streams=rows[0]["streams"],
             subscribers=[
                 pb.SubscriberInfo(
                     name=r["subscriber"],
@@ -283,6 +284,7 @@ class Reader:
                     ),
                 )
                 for r in rows
+                if r["subscriber"] is not None
             ],
         )
 

@@ -34,5 +34,8 @@ def test_every_benchmark_scenario_runs(postgres_server_url: str) -> None:
         "group delivery latency",
         "saga replicas",
     } <= scenarios
-    assert all(r["value"] > 0 for r in report["results"])
+    # Every measure came out as a number; only counts of what went wrong may be zero.
+    assert all(r["value"] > 0 for r in report["results"] if r["metric"] != "missing")
+    missing = [r for r in report["results"] if r["metric"] == "missing"]
+    assert missing and all(r["value"] == 0 for r in missing), missing
     assert (ROOT / "bench" / "results" / "smoke.md").read_text().startswith("Measured")
