@@ -51,23 +51,26 @@ image-test: $(STAMP)  ## build the image, run the system from it, run the end-to
 
 # Kubernetes on kind (needs docker, kind and kubectl; none of them is needed by make test).
 IMAGE ?= pg-eventstore:dev
+E2E_IMAGE ?= pg-eventstore-e2e:dev
 KIND_CLUSTER ?= pg-eventstore
 KUBECTL ?= kubectl --context kind-$(KIND_CLUSTER)
 
 kind-up:  ## create the kind cluster
 	kind create cluster --config k8s/kind/cluster.yaml
 
-kind-load:  ## build the image and load it into the cluster
+kind-load:  ## build the image and the e2e test image, and load them into the cluster
 	docker build -t $(IMAGE) .
-	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+	docker build -f e2e.Dockerfile -t $(E2E_IMAGE) .
+	kind load docker-image $(IMAGE) $(E2E_IMAGE) --name $(KIND_CLUSTER)
 
-kind-deploy:  ## apply the kind overlay and wait for every rollout
+kind-deploy: $(STAMP)  ## create the database credentials once, apply the kind overlay, wait for every rollout
+	KUBECTL="$(KUBECTL)" $(BIN)/python -m tools.credentials
 	$(KUBECTL) apply -k k8s/overlays/kind
 	$(KUBECTL) -n eventstore rollout status statefulset/postgres --timeout=180s
 	for d in eventstore customer order otel-collector jaeger; do \
 		$(KUBECTL) -n eventstore rollout status deployment/$$d --timeout=180s || exit 1; done
 
-kind-test: $(STAMP)  ## the end-to-end saga tests against the cluster, through port-forwards
+kind-test: $(STAMP)  ## the end-to-end and cluster tests as a Job inside the cluster
 	KUBECTL="$(KUBECTL)" $(BIN)/python -m tools.kind_test
 
 kind-down:  ## delete the cluster

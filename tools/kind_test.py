@@ -1,6 +1,7 @@
-"""`make kind-test`: port-forward the cluster's services and run the end-to-end suite against
-them (the same tests that run against local processes in `make test`; those that start or
-kill processes of their own say they are skipped)."""
+"""`make kind-test`: the end-to-end suite as a Job inside the cluster (k8s/e2e). It reaches the
+Services by their DNS names, so pod churn is met as a real client meets it, and it runs the
+cluster tests (tests/cluster) that delete pods through the Kubernetes API, read the trace from
+Jaeger and probe the network policies. Its log is streamed here; the exit code is the Job's."""
 
 from __future__ import annotations
 
@@ -10,39 +11,33 @@ import subprocess
 import sys
 import time
 
-from localpg import free_port
-from tools.processes import ROOT, health_status
+from tools.processes import ROOT
 
-SERVICES = {"eventstore": 50051, "customer": 50052, "order": 50053}
+NAMESPACE = "eventstore"
+TIMEOUT_S = 1500
 
 
 def main() -> None:
-    kubectl = shlex.split(os.environ.get("KUBECTL", "kubectl"))
-    local = {name: free_port() for name in SERVICES}
-    forwards = [
-        subprocess.Popen(
-            [*kubectl, "-n", "eventstore", "port-forward", f"svc/{name}", f"{local[name]}:{port}"],
-            stdout=subprocess.DEVNULL,
-        )
-        for name, port in SERVICES.items()
-    ]
-    try:
-        deadline = time.monotonic() + 60
-        while not all(health_status(f"127.0.0.1:{p}") == 1 for p in local.values()):
-            if time.monotonic() > deadline:
-                sys.exit("the cluster's services are not reachable through port-forward")
-            time.sleep(0.5)
-        env = {
-            **os.environ,
-            **{f"E2E_{name.upper()}": f"127.0.0.1:{p}" for name, p in local.items()},
-        }
-        code = subprocess.call(
-            [sys.executable, "-m", "pytest", "tests/e2e", "-v", "-rs"], cwd=ROOT, env=env
-        )
-    finally:
-        for forward in forwards:
-            forward.terminate()
-    sys.exit(code)
+    kubectl = [*shlex.split(os.environ.get("KUBECTL", "kubectl")), "-n", NAMESPACE]
+    # A Job's pod template cannot change: the last run's Job goes first.
+    subprocess.run([*kubectl, "delete", "job", "e2e", "--ignore-not-found", "--wait"], check=True)
+    subprocess.run([*kubectl, "apply", "-k", str(ROOT / "k8s" / "e2e")], check=True)
+    subprocess.call([*kubectl, "logs", "-f", "job/e2e", "--pod-running-timeout=5m"])
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        status = subprocess.run(
+            [*kubectl, "get", "job", "e2e", "-o", "jsonpath={.status.succeeded}/{.status.failed}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        succeeded, _, failed = status.partition("/")
+        if succeeded == "1":
+            sys.exit(0)
+        if failed and failed != "0":
+            sys.exit("the in-cluster end-to-end Job failed (its log is above)")
+        time.sleep(2)
+    sys.exit("the in-cluster end-to-end Job did not finish")
 
 
 if __name__ == "__main__":

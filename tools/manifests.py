@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from tools import credentials
 from tools.processes import ROOT
 
 KUBECTL = shutil.which("kubectl")
@@ -19,6 +20,8 @@ OVERLAYS = {
     "kind": ROOT / "k8s" / "overlays" / "kind",
     "secure": ROOT / "k8s" / "overlays" / "secure",
 }
+# Not a deployment of the system: the in-cluster test Job (`make kind-test`), applied after one.
+KUSTOMIZATIONS = {**OVERLAYS, "e2e": ROOT / "k8s" / "e2e"}
 APPS = {"eventstore": "eventstore_server", "customer": "customer_svc", "order": "order_svc"}
 
 
@@ -27,7 +30,10 @@ def render(name: str) -> tuple[dict[str, Any], ...]:
     """`kubectl kustomize` of one kustomization, as objects."""
     assert KUBECTL is not None
     out = subprocess.run(
-        [KUBECTL, "kustomize", str(OVERLAYS[name])], check=True, capture_output=True, text=True
+        [KUBECTL, "kustomize", str(KUSTOMIZATIONS[name])],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
 
@@ -59,7 +65,10 @@ def local_process(
     manifest = workload(overlay, component)
     [container] = manifest["spec"]["template"]["spec"]["containers"]
     configmaps = {c["metadata"]["name"]: c["data"] for c in objects(overlay, "ConfigMap")}
-    secrets = {s["metadata"]["name"]: s.get("stringData", {}) for s in objects(overlay, "Secret")}
+    # The database credentials live outside the manifests (tools/credentials.py); the URL is
+    # `database_url` here anyway.
+    secrets = {credentials.SECRET: credentials.values("local")}
+    secrets |= {s["metadata"]["name"]: s.get("stringData", {}) for s in objects(overlay, "Secret")}
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         if "configMapRef" in source:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from localpg import free_port
-from tools import podman_image
+from tools import credentials, podman_image
 from tools.manifests import APPS, local_process, render, workload
 from tools.processes import health_status, wait_until
 
@@ -92,7 +92,8 @@ def _kube_play_objects(database_port: int, otlp: str) -> tuple[list[dict[str, An
     """The event store's Deployment, and its ConfigMap, from the rendered kind overlay, with
     the only changes a single machine needs: one replica, this run's image, the database's and
     collector's addresses mapped to local ones, and no port declarations (with the host's
-    network there is nothing to map, and podman refuses them). The Secret is returned apart:
+    network there is nothing to map, and podman refuses them). The manifests name the database
+    Secret without containing it (tools/credentials.py): it is made here and returned apart, as
     podman takes it as a podman secret (a JSON object of base64 values), not from the file."""
     deployment = copy.deepcopy(workload("kind", "eventstore"))
     spec = deployment["spec"]
@@ -109,12 +110,7 @@ def _kube_play_objects(database_port: int, otlp: str) -> tuple[list[dict[str, An
         if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "pg-eventstore-config"
     ]
     config["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{otlp}"
-    [secret] = [
-        o
-        for o in render("kind")
-        if o["kind"] == "Secret" and o["metadata"]["name"] == "postgres-credentials"
-    ]
-    return [config, deployment], secret
+    return [config, deployment], credentials.secret("image-test")
 
 
 async def _database_for_the_manifest(server_url: str, secret: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ import pytest
 from eventstore_server import config
 from hosting import settings as hosting
 from tests.tls import Authority
+from tools import credentials
 from tools.manifests import APPS, KUBECTL, OVERLAYS, local_process, objects, render, workload
 from tools.processes import ROOT
 
@@ -139,6 +140,7 @@ def test_config_and_secret_references_exist(overlay: str) -> None:
         s["metadata"]["name"]: s.get("stringData", s.get("data", {}))
         for s in objects(overlay, "Secret")
     }
+    secrets[credentials.SECRET] = dict.fromkeys(credentials.KEYS, "")  # made outside k8s/
     if overlay == "secure":
         secrets |= {name: dict.fromkeys(keys, "") for name, keys in OPERATOR_SECRETS.items()}
     for _, _, spec in pod_specs(overlay):
@@ -158,6 +160,15 @@ def test_config_and_secret_references_exist(overlay: str) -> None:
                 if ref:
                     assert ref["key"] in secrets[ref["name"]]
     assert any(k.startswith("OTEL_") for k in configmaps["pg-eventstore-config"])
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_no_kustomization_carries_a_secret(overlay: str) -> None:
+    """A Secret in the manifests would be put back by every later apply, undoing a rotation."""
+    assert objects(overlay, "Secret") == []
+    readme = (ROOT / "README.md").read_text()
+    assert credentials.SECRET in readme and all(key in readme for key in credentials.KEYS)
+    assert "make kind-deploy" in readme and "ALTER ROLE" in readme
 
 
 def test_the_operator_s_secrets_are_documented() -> None:
@@ -310,7 +321,57 @@ def _selects_expression(policy: dict[str, Any], component: str) -> bool:
     )
 
 
-def test_dockerfile_passes_hadolint() -> None:
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "e2e.Dockerfile"])
+def test_dockerfile_passes_hadolint(dockerfile: str) -> None:
     hadolint = shutil.which("hadolint") or str(ROOT / ".venv" / "bin" / "hadolint")
-    done = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    done = subprocess.run([hadolint, str(ROOT / dockerfile)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_in_cluster_test_job_is_valid_and_held_to_the_conventions() -> None:
+    rendered = render("e2e")
+    for obj in rendered:
+        kubernetes_validate.validate(obj, "1.31.0", strict=True)
+        assert obj["metadata"].get("namespace") == "eventstore", obj["metadata"]["name"]
+    [job] = [o for o in rendered if o["kind"] == "Job"]
+    spec = job["spec"]["template"]["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] and spec["securityContext"]["runAsGroup"]
+    [container] = spec["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"]
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    targets = {e["name"]: e["value"] for e in container["env"]}
+    assert targets["E2E_EVENTSTORE"] == "eventstore:50051"  # by Service name, not port-forward
+    # Its Role: the namespace's pods, to find and delete them, and nothing else.
+    [role] = [o for o in rendered if o["kind"] == "Role"]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "delete"]}
+    ]
+    [binding] = [o for o in rendered if o["kind"] == "RoleBinding"]
+    assert binding["subjects"][0]["name"] == spec["serviceAccountName"]
+
+
+def test_the_test_job_is_admitted_where_a_client_is_and_never_to_postgres() -> None:
+    policies = [*objects("kind", "NetworkPolicy"), *objects("e2e", "NetworkPolicy")]
+    job = {"app.kubernetes.io/name": "e2e"}
+
+    def admitted(component: str, port: int) -> bool:
+        for policy in policies:
+            if not _selects_expression(policy, component):
+                continue
+            for rule in policy["spec"].get("ingress", []):
+                ports = {p["port"] for p in rule.get("ports", [])}
+                sources = [
+                    f.get("podSelector", {}).get("matchLabels") for f in rule.get("from", [])
+                ]
+                if port in ports and job in sources:
+                    return True
+        return False
+
+    for component, port in [
+        ("eventstore", 50051),
+        ("customer", 50052),
+        ("order", 50053),
+        ("jaeger", 16686),
+    ]:
+        assert admitted(component, port), component
+    assert not admitted("postgres", 5432)
