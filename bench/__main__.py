@@ -13,7 +13,7 @@ from typing import Any
 
 from bench import plots
 from bench.harness import Bench, Config
-from bench.scenarios import append, fanout, groups, live, read, services
+from bench.scenarios import append, fanout, groups, live, read, scavenge, services
 
 SCENARIOS = {
     "append": append.run,
@@ -22,6 +22,7 @@ SCENARIOS = {
     "fanout": fanout.run,
     "services": services.run,
     "groups": groups.run,
+    "scavenge": scavenge.run,
 }
 
 

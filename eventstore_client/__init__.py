@@ -13,6 +13,7 @@ from eventstore_client.errors import (
     EventStoreError,
     InvalidArgumentError,
     NotFoundError,
+    StreamDeletedError,
     UnavailableError,
     WrongExpectedVersionError,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "NewEvent",
     "NotFoundError",
     "Ordering",
+    "StreamDeletedError",
     "UnavailableError",
     "WrongExpectedVersionError",
 ]

@@ -7,9 +7,13 @@
     eventstore stats | subscribers | groups
     eventstore parked customer_svc.orders
     eventstore replay-parked customer_svc.orders
+    eventstore delete order-42 [--tombstone]
+    eventstore metadata order-42 --max-count 100 --max-age 86400
+    eventstore read order-42 --as-of 2026-12-01T00:00Z
 
 Exit codes: 0 success, 1 an error from the store, 2 bad usage, 3 wrong expected version,
-4 unavailable (the store cannot be reached), 5 the stream read does not exist.
+4 unavailable (the store cannot be reached), 5 the stream read does not exist (or is
+tombstoned).
 """
 
 from __future__ import annotations
@@ -18,13 +22,19 @@ import argparse
 import asyncio
 import os
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 
 from eventstore_client.cli_commands import COMMANDS, STATES, Printer, StreamNotFound, UsageError
 from eventstore_client.client import EventStoreClient
-from eventstore_client.errors import EventStoreError, UnavailableError, WrongExpectedVersionError
+from eventstore_client.errors import (
+    EventStoreError,
+    StreamDeletedError,
+    UnavailableError,
+    WrongExpectedVersionError,
+)
 from eventstore_client.security import add_client_flags, client_security
 
 EXIT_ERROR, EXIT_USAGE, EXIT_CONFLICT, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 1, 2, 3, 4, 5
@@ -57,6 +67,15 @@ def seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} must be more than 0 seconds")
     return value
+
+
+def moment(text: str) -> datetime:
+    """An ISO 8601 time; without a zone, UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -99,6 +118,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--from", dest="start", type=count, default=0, help="first version (inclusive)")
     r.add_argument("--count", type=count, default=0, help="at most this many (0: all)")
     r.add_argument("--backwards", action="store_true")
+    r.add_argument(
+        "--as-of", type=moment, help="the stream as it was then (ISO 8601, e.g. 2026-12-01T00:00Z)"
+    )
 
     ra = sub.add_parser("read-all", help="read every stream in global order")
     ra.add_argument("--after", type=count, default=0, help="events after this position")
@@ -123,6 +145,18 @@ def parser() -> argparse.ArgumentParser:
         ("delete-group", "delete a consumer group (its members' calls end)"),
     ]:
         sub.add_parser(name, help=text).add_argument("group")
+    d = sub.add_parser("delete", help="delete a stream (soft: appends may go on; or tombstone)")
+    d.add_argument("stream")
+    d.add_argument("--tombstone", action="store_true", help="never to be written again")
+    d.add_argument("--expected-version", type=count)
+    d.add_argument("--expected-state", choices=sorted(STATES), default="any")
+    m = sub.add_parser("metadata", help="show a stream's metadata, or set it (replacing it)")
+    m.add_argument("stream")
+    m.add_argument("--max-count", type=count, help="keep only the last N events")
+    m.add_argument("--max-age", type=count, metavar="SECONDS", help="events older than this go")
+    m.add_argument("--truncate-before", type=count, metavar="VERSION", help="versions below go")
+    m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="custom entry")
+    m.add_argument("--expected-version", type=count, help="the metadata version it replaces")
     cg = sub.add_parser("create-group", help="create a consumer group (idempotent)")
     cg.add_argument("group")
     cg.add_argument("--category", default="", help="the category it follows (default: all)")
@@ -141,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "append" and any("=" not in m for m in args.metadata):
         print("eventstore: --metadata takes KEY=VALUE", file=sys.stderr)
         return EXIT_USAGE
+    if args.command == "metadata" and any("=" not in m for m in args.set):
+        print("eventstore: --set takes KEY=VALUE", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return asyncio.run(run(args))
     except BrokenPipeError:  # `eventstore read-all | head`: the reader has all it wanted
@@ -158,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     except WrongExpectedVersionError as error:
         print(f"eventstore: {error.message}", file=sys.stderr)
         return EXIT_CONFLICT
+    except StreamDeletedError as error:
+        print(f"eventstore: {error.message}", file=sys.stderr)
+        return EXIT_NOT_FOUND if error.code == grpc.StatusCode.NOT_FOUND else EXIT_ERROR
     except UnavailableError as error:
         print(
             f"eventstore: cannot reach the store at {args.address}: {error.message}",

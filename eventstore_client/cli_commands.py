@@ -136,9 +136,10 @@ async def _append(store: EventStoreClient, args: argparse.Namespace, printer: Pr
 
 
 async def _read(store: EventStoreClient, args: argparse.Namespace, printer: Printer) -> None:
-    shown = await _events(
-        store.read_stream(args.stream, args.start, args.count, backwards=args.backwards), printer
+    events = store.read_stream(
+        args.stream, args.start, args.count, backwards=args.backwards, as_of=args.as_of
     )
+    shown = await _events(events, printer)
     if not shown and not await store.read_stream_list(args.stream, max_count=1):
         raise StreamNotFound(args.stream)
 
@@ -163,9 +164,11 @@ async def _stats(store: EventStoreClient, args: argparse.Namespace, printer: Pri
     printer.result(
         {
             "head_position": stats.head_position,
-            "events": stats.head_position,
+            "events": stats.head_position - stats.events_scavenged,
             "streams": stats.streams,
             "subscribers": len(stats.subscribers),
+            "events_scavenged": stats.events_scavenged,
+            "streams_to_scavenge": stats.streams_to_scavenge,
         }
     )
 
@@ -266,6 +269,49 @@ async def _delete_group(
     printer.result({"group": args.group, "deleted": True})
 
 
+async def _delete(store: EventStoreClient, args: argparse.Namespace, printer: Printer) -> None:
+    if args.expected_version is not None:
+        position = await store.delete_stream(
+            args.stream, expected_version=args.expected_version, tombstone=args.tombstone
+        )
+    else:
+        position = await store.delete_stream(
+            args.stream, STATES[args.expected_state], tombstone=args.tombstone
+        )
+    kind = "tombstoned" if args.tombstone else "deleted"
+    printer.result({"stream": args.stream, kind: True, "position": position})
+
+
+async def _metadata(store: EventStoreClient, args: argparse.Namespace, printer: Printer) -> None:
+    changing = [args.max_count, args.max_age, args.truncate_before]
+    if any(v is not None for v in changing) or args.set:
+        version = await store.set_stream_metadata(
+            args.stream,
+            max_count=args.max_count or 0,
+            max_age_seconds=args.max_age or 0,
+            truncate_before=args.truncate_before or 0,
+            custom=dict(item.split("=", 1) for item in args.set),
+            expected_metadata_version=args.expected_version,
+        )
+        printer.result({"stream": args.stream, "metadata_version": version})
+        return
+    found = await store.get_stream_metadata(args.stream)
+    if found is None:
+        printer.result({"stream": args.stream, "metadata": None})
+        return
+    metadata, version = found
+    printer.result(
+        {
+            "stream": args.stream,
+            "metadata_version": version,
+            "max_count": metadata.max_count,
+            "max_age_seconds": metadata.max_age_seconds,
+            "truncate_before": metadata.truncate_before,
+            "custom": dict(metadata.custom),
+        }
+    )
+
+
 Command = Callable[[EventStoreClient, argparse.Namespace, Printer], Awaitable[None]]
 COMMANDS: dict[str, Command] = {
     "append": _append,
@@ -280,4 +326,6 @@ COMMANDS: dict[str, Command] = {
     "replay-parked": _replay,
     "create-group": _create_group,
     "delete-group": _delete_group,
+    "delete": _delete,
+    "metadata": _metadata,
 }

@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -196,20 +197,35 @@ class EventStoreClient:
         raise AssertionError("unreachable")
 
     async def read_stream(
-        self, stream: str, from_version: int = 0, max_count: int = 0, *, backwards: bool = False
+        self,
+        stream: str,
+        from_version: int = 0,
+        max_count: int = 0,
+        *,
+        backwards: bool = False,
+        as_of: datetime | None = None,
     ) -> AsyncGenerator[pb.RecordedEvent, None]:
+        """A stream's events in version order (deleted and expired ones are not shown; a
+        tombstoned stream raises StreamDeletedError). `as_of`: only those recorded by then."""
         request = pb.ReadStreamRequest(
             stream=stream, from_version=from_version, max_count=max_count, backwards=backwards
         )
+        if as_of is not None:
+            request.as_of.FromDatetime(as_of)
         async for event in self._events(self._stub.ReadStream(request, timeout=self._timeout)):
             yield event
 
     async def read_stream_list(
-        self, stream: str, from_version: int = 0, max_count: int = 0, *, backwards: bool = False
+        self,
+        stream: str,
+        from_version: int = 0,
+        max_count: int = 0,
+        *,
+        backwards: bool = False,
+        as_of: datetime | None = None,
     ) -> list[pb.RecordedEvent]:
-        return [
-            e async for e in self.read_stream(stream, from_version, max_count, backwards=backwards)
-        ]
+        events = self.read_stream(stream, from_version, max_count, backwards=backwards, as_of=as_of)
+        return [e async for e in events]
 
     async def read_all(
         self,
@@ -296,13 +312,16 @@ class EventStoreClient:
         stream: str,
         max_version: int = 0,
         snapshot_metadata: Mapping[str, str] | None = None,
+        as_of: datetime | None = None,
     ) -> AsyncGenerator[pb.Snapshot | pb.RecordedEvent, None]:
         """An aggregate's history in one call: the latest snapshot at or below `max_version`
         (0: the latest) whose metadata has `snapshot_metadata`'s entries, if there is one,
-        then the events after it (up to `max_version`)."""
+        then the events after it (up to `max_version`); with `as_of`, as it was at that time."""
         request = pb.LoadStreamRequest(
             stream=stream, max_version=max_version, snapshot_metadata=dict(snapshot_metadata or {})
         )
+        if as_of is not None:
+            request.as_of.FromDatetime(as_of)
         async for response in self._responses(
             self._stub.LoadStream(request, timeout=self._timeout)
         ):
@@ -310,6 +329,60 @@ class EventStoreClient:
                 yield response.snapshot
             for event in response.events:
                 yield event
+
+    async def delete_stream(
+        self,
+        stream: str,
+        expected: pb.ExpectedState.ValueType | None = None,
+        *,
+        expected_version: int | None = None,
+        tombstone: bool = False,
+    ) -> int:
+        """Delete a stream: soft (its events so far disappear; appends may go on, numbered on
+        from where it was) or, with `tombstone`, for ever. The head position at the delete."""
+        request = pb.DeleteStreamRequest(stream=stream, tombstone=tombstone)
+        if expected_version is not None:
+            request.expected_version = expected_version
+        elif expected is not None:
+            request.expected_state = expected
+        response = await self._unary(self._stub.DeleteStream, request)
+        position: int = response.position
+        return position
+
+    async def set_stream_metadata(
+        self,
+        stream: str,
+        *,
+        max_count: int = 0,
+        max_age_seconds: int = 0,
+        truncate_before: int = 0,
+        custom: Mapping[str, str] | None = None,
+        expected_metadata_version: int | None = None,
+    ) -> int:
+        """Set a stream's retention (0: none) and custom entries, replacing what was set;
+        `expected_metadata_version` guards against a concurrent change (0: none set yet).
+        The new metadata version."""
+        request = pb.SetStreamMetadataRequest(
+            stream=stream,
+            metadata=pb.StreamMetadata(
+                max_count=max_count,
+                max_age_seconds=max_age_seconds,
+                truncate_before=truncate_before,
+                custom=dict(custom or {}),
+            ),
+        )
+        if expected_metadata_version is not None:
+            request.expected_metadata_version = expected_metadata_version
+        response = await self._unary(self._stub.SetStreamMetadata, request)
+        version: int = response.metadata_version
+        return version
+
+    async def get_stream_metadata(self, stream: str) -> tuple[pb.StreamMetadata, int] | None:
+        """A stream's metadata and its version; None when none was set."""
+        response = await self._unary(
+            self._stub.GetStreamMetadata, pb.GetStreamMetadataRequest(stream=stream)
+        )
+        return (response.metadata, response.metadata_version) if response.found else None
 
     async def stats(self) -> pb.GetStatsResponse:
         """Head position, stream count and durable subscribers with their lag."""

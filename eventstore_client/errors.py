@@ -55,10 +55,19 @@ class NotFoundError(EventStoreError):
     pass
 
 
+class StreamDeletedError(EventStoreError):
+    """The stream is tombstoned: it can be neither read nor written, ever again."""
+
+    @property
+    def stream(self) -> str:
+        return self.metadata.get("stream", "")
+
+
 _BY_REASON: dict[str, type[EventStoreError]] = {
     "WRONG_EXPECTED_VERSION": WrongExpectedVersionError,
     "DUPLICATE_EVENT_ID": DuplicateEventIdError,
     "ALREADY_EXISTS": AlreadyExistsError,
+    "STREAM_DELETED": StreamDeletedError,
 }
 _BY_CODE: dict[grpc.StatusCode, type[EventStoreError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,

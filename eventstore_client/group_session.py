@@ -61,8 +61,7 @@ class GroupSession:
         try:
             while True:
                 response = await self._call.read()
-                if response is grpc.aio.EOF:
-                    await self._call  # raises the status, if not OK
+                if response is grpc.aio.EOF:  # ended with OK: an error status raises in read()
                     return
                 for delivery in response.deliveries:
                     yield delivery

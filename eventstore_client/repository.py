@@ -10,6 +10,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Generic
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
@@ -105,20 +106,27 @@ class Repository(Generic[State, Event]):
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
-    async def load(self, aggregate_id: str, as_of_version: int = 0) -> Loaded[State]:
-        """The aggregate now, or as it was at `as_of_version` (a temporal query)."""
-        cached = None if as_of_version else self._cache.get(aggregate_id)
+    async def load(
+        self, aggregate_id: str, as_of_version: int = 0, as_of: datetime | None = None
+    ) -> Loaded[State]:
+        """The aggregate now, or as it was at `as_of_version` or at the time `as_of`
+        (temporal queries; both given: whichever is earlier)."""
+        now = not as_of_version and as_of is None
+        cached = self._cache.get(aggregate_id) if now else None
         if cached is not None:
             loaded = await self._fold_from(aggregate_id, cached.state, cached.version, 0, cached)
         else:
-            loaded = await self._load_from_snapshot(aggregate_id, as_of_version)
-        if not as_of_version:
+            loaded = await self._load_from_snapshot(aggregate_id, as_of_version, as_of)
+        if now:
             self._remember(aggregate_id, loaded)
         return loaded
 
-    async def _load_from_snapshot(self, aggregate_id: str, as_of_version: int) -> Loaded[State]:
-        """One call: the latest snapshot of the current schema (at or below `as_of_version`)
-        and the events after it; without such a snapshot, the events from the first."""
+    async def _load_from_snapshot(
+        self, aggregate_id: str, as_of_version: int, as_of: datetime | None = None
+    ) -> Loaded[State]:
+        """One call: the latest snapshot of the current schema (at or below `as_of_version`,
+        of a version reached by `as_of`) and the events after it; without such a snapshot,
+        the events from the first."""
         kind = self._kind
         state = kind.initial(aggregate_id)
         start = version = read = 0
@@ -126,6 +134,7 @@ class Repository(Generic[State, Event]):
             kind.stream(aggregate_id),
             as_of_version,
             {"schema": str(kind.snapshot_schema)},
+            as_of,
         ):
             if isinstance(item, pb.Snapshot):
                 state = kind.from_snapshot(json.loads(item.data))

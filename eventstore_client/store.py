@@ -5,6 +5,7 @@ have them, and `tests/contract` holds the two to the same behaviour."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from typing import Protocol
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
@@ -36,11 +37,23 @@ class EventStore(Protocol):
     ) -> AppendResult: ...
 
     def read_stream(
-        self, stream: str, from_version: int = 0, max_count: int = 0, *, backwards: bool = False
+        self,
+        stream: str,
+        from_version: int = 0,
+        max_count: int = 0,
+        *,
+        backwards: bool = False,
+        as_of: datetime | None = None,
     ) -> AsyncIterator[pb.RecordedEvent]: ...
 
     async def read_stream_list(
-        self, stream: str, from_version: int = 0, max_count: int = 0, *, backwards: bool = False
+        self,
+        stream: str,
+        from_version: int = 0,
+        max_count: int = 0,
+        *,
+        backwards: bool = False,
+        as_of: datetime | None = None,
     ) -> list[pb.RecordedEvent]: ...
 
     def read_all(
@@ -107,4 +120,5 @@ class EventStore(Protocol):
         stream: str,
         max_version: int = 0,
         snapshot_metadata: Mapping[str, str] | None = None,
+        as_of: datetime | None = None,
     ) -> AsyncIterator[pb.Snapshot | pb.RecordedEvent]: ...

@@ -15,6 +15,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -41,6 +42,13 @@ def _invalid(message: str, field: str) -> InvalidArgumentError:
     return InvalidArgumentError(
         grpc.StatusCode.INVALID_ARGUMENT, message, "INVALID_ARGUMENT", {"field": field}
     )
+
+
+def _recorded_by(events: list[pb.RecordedEvent], as_of: datetime | None) -> list[pb.RecordedEvent]:
+    """The events recorded at or before `as_of` (all of them without it)."""
+    if as_of is None:
+        return events
+    return [e for e in events if e.recorded_at.ToDatetime(tzinfo=UTC) <= as_of]
 
 
 def _now() -> Timestamp:
@@ -169,11 +177,17 @@ class InMemoryEventStore:
             )
 
     async def read_stream(
-        self, stream: str, from_version: int = 0, max_count: int = 0, *, backwards: bool = False
+        self,
+        stream: str,
+        from_version: int = 0,
+        max_count: int = 0,
+        *,
+        backwards: bool = False,
+        as_of: datetime | None = None,
     ) -> AsyncIterator[pb.RecordedEvent]:
         await asyncio.sleep(0)
         _check_name(stream, "stream")
-        events = self._streams.get(stream, [])
+        events = _recorded_by(self._streams.get(stream, []), as_of)
         if backwards:
             end = len(events) if from_version == 0 else min(from_version, len(events))
             chosen = list(reversed(events[:end]))
@@ -183,11 +197,16 @@ class InMemoryEventStore:
             yield event
 
     async def read_stream_list(
-        self, stream: str, from_version: int = 0, max_count: int = 0, *, backwards: bool = False
+        self,
+        stream: str,
+        from_version: int = 0,
+        max_count: int = 0,
+        *,
+        backwards: bool = False,
+        as_of: datetime | None = None,
     ) -> list[pb.RecordedEvent]:
-        return [
-            e async for e in self.read_stream(stream, from_version, max_count, backwards=backwards)
-        ]
+        events = self.read_stream(stream, from_version, max_count, backwards=backwards, as_of=as_of)
+        return [e async for e in events]
 
     async def read_all(
         self,
@@ -297,13 +316,17 @@ class InMemoryEventStore:
         stream: str,
         max_version: int = 0,
         snapshot_metadata: Mapping[str, str] | None = None,
+        as_of: datetime | None = None,
     ) -> AsyncIterator[pb.Snapshot | pb.RecordedEvent]:
         _check_name(stream, "stream")
         wanted = dict(snapshot_metadata or {}).items()
+        reached = len(_recorded_by(self._streams.get(stream, []), as_of))
         fitting = [
             v
             for v, snap in self._snapshots.get(stream, {}).items()
-            if (not max_version or v <= max_version) and wanted <= dict(snap.metadata).items()
+            if (not max_version or v <= max_version)
+            and v <= reached
+            and wanted <= dict(snap.metadata).items()
         ]
         start = 1
         if fitting:
@@ -311,7 +334,8 @@ class InMemoryEventStore:
             start = snapshot.version + 1
             yield snapshot
         await asyncio.sleep(0)
-        for event in self._streams.get(stream, [])[start - 1 : max_version or None]:
+        history = _recorded_by(self._streams.get(stream, []), as_of)
+        for event in history[start - 1 : max_version or None]:
             yield event
 
     async def create_group(

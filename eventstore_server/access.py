@@ -14,7 +14,8 @@ stream's category; ReadStream, ReadAll and snapshot reads need `read`; Subscribe
 `subscribe`; checkpoints need `checkpoint` on the subscriber's name; GetStats needs `stats`.
 Consumer groups: Consume needs `subscribe` on the group's category, ReadParked `read` on it,
 ListGroups `stats`; creating, deleting and replaying a group's parked events need `admin` on
-the group's name.
+the group's name. DeleteStream and SetStreamMetadata need `delete` on the stream's category
+(GetStreamMetadata: `read`).
 Reading or following all streams at once needs the pattern `*` itself. With neither tokens nor
 client certificates configured, everyone is the anonymous principal and may do everything;
 with them but without a policy, every authenticated principal may.
@@ -34,7 +35,7 @@ import grpc
 from eventstore_server.errors import PermissionDenied, Unauthenticated
 from hosting.security import Tokens, bearer_token
 
-OPERATIONS = ("append", "read", "subscribe", "checkpoint", "stats", "admin")
+OPERATIONS = ("append", "read", "subscribe", "checkpoint", "stats", "admin", "delete")
 ANONYMOUS = "anonymous"
 ALL_STREAMS = ""  # the "name" of a read or subscription over every category
 

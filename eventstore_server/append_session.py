@@ -18,14 +18,15 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import grpc
 from opentelemetry import propagate, trace
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_server import metrics
 from eventstore_server.access import Access
 from eventstore_server.config import Limits
-from eventstore_server.errors import StoreError, Unavailable
-from eventstore_server.handling import Context, answers, position_field
+from eventstore_server.errors import StoreError, StreamDeleted, Unavailable
+from eventstore_server.handling import Context, answers, as_of_time, position_field
 from eventstore_server.reader import Reader
 from eventstore_server.validation import category_of, metadata_json, stream_name
 from eventstore_server.wire import field, varint
@@ -215,12 +216,19 @@ class SessionHandlers:
         self._access.authorize(principal, "read", category_of(stream))
         until = position_field(request.max_version, "max_version")
         wanted, _ = metadata_json(request.snapshot_metadata, self._limits, "snapshot_metadata")
-        snapshot = await self._reader.read_snapshot(stream, until, wanted)
+        as_of = as_of_time(request, "as_of")
+        view = await self._reader.stream_view(stream)
+        if view is None:
+            return
+        if view.tombstoned:
+            raise StreamDeleted(stream, grpc.StatusCode.NOT_FOUND)
+        snapshot = await self._reader.read_snapshot(stream, until, wanted, as_of)
         start = snapshot.version + 1 if snapshot is not None else 1
         if snapshot is not None:
             yield pb.LoadStreamResponse(snapshot=snapshot).SerializeToString()
         count = until - start + 1 if until else 0
         if until and count <= 0:
             return
-        async for page in self._reader.read_stream(stream, start, count, False):
+        pages = self._reader.read_stream(stream, start, count, False, as_of, view)
+        async for page in pages:
             yield page.records  # framed as field 1: LoadStreamResponse.events

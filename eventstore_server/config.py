@@ -54,6 +54,8 @@ class Settings:
     tls_client_ca: str = ""  # PEM CA: require client certificates it signed (mutual TLS)
     tokens_file: str = ""  # lines `principal token`: require a bearer token
     policy_file: str = ""  # JSON grants per principal (see eventstore_server/access.py)
+    scavenge_interval: float = 30.0  # seconds between scavenge rounds with nothing left (0: off)
+    scavenge_batch: int = 2000  # events removed per scavenge round, at most
     limits: Limits = field(default_factory=Limits)
 
 
@@ -79,6 +81,8 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("tls_client_ca", "EVENTSTORE_TLS_CLIENT_CA", str, "PEM CA: require client certificates"),
     ("tokens_file", "EVENTSTORE_TOKENS_FILE", str, "file of `principal token` lines"),
     ("policy_file", "EVENTSTORE_POLICY_FILE", str, "JSON grants per principal"),
+    ("scavenge_interval", "EVENTSTORE_SCAVENGE_INTERVAL", float, "seconds between scavenges"),
+    ("scavenge_batch", "EVENTSTORE_SCAVENGE_BATCH", int, "events removed per round, at most"),
 ]
 _LIMIT_FLAGS: list[tuple[str, str, str]] = [
     ("max_name_length", "EVENTSTORE_MAX_NAME_LENGTH", "characters in a stream name, at most"),

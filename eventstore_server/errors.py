@@ -82,6 +82,17 @@ class FailedPrecondition(StoreError):
     reason = "FAILED_PRECONDITION"
 
 
+class StreamDeleted(StoreError):
+    """A tombstoned stream: FAILED_PRECONDITION for an append, NOT_FOUND for a read."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "STREAM_DELETED"
+
+    def __init__(self, stream: str, code: grpc.StatusCode = grpc.StatusCode.FAILED_PRECONDITION):
+        super().__init__(f"stream {stream!r} is deleted for ever (tombstoned)", stream=stream)
+        self.code = code
+
+
 class Unauthenticated(StoreError):
     code = grpc.StatusCode.UNAUTHENTICATED
     reason = "UNAUTHENTICATED"

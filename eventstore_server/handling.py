@@ -1,13 +1,15 @@
-"""How the store's handlers answer failures and read numeric fields: one place for both."""
+"""How the store's handlers answer failures and read numeric and time fields: one place."""
 
 from __future__ import annotations
 
 import functools
 import inspect
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from eventstore_server.errors import InvalidArgument, StoreError, Unavailable
 from eventstore_server.tail import ShuttingDown
@@ -22,6 +24,19 @@ def position_field(value: int, field: str) -> int:
     if value > MAX_INT64:
         raise InvalidArgument(f"{field} is out of range", field=field)
     return value
+
+
+def as_of_time(request: Message, field: str) -> datetime | None:
+    """A request's optional google.protobuf.Timestamp as an aware datetime (None when unset);
+    INVALID_ARGUMENT for one that is no valid time."""
+    if not request.HasField(field):
+        return None
+    stamp = getattr(request, field)
+    try:
+        moment: datetime = stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as error:
+        raise InvalidArgument(f"{field} is not a valid time: {error}", field=field) from None
+    return moment
 
 
 async def _abort(context: Context, error: StoreError) -> NoReturn:

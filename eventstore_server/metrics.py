@@ -74,3 +74,22 @@ def start(listen: str) -> None:
 
     host, port = listen.rsplit(":", 1)
     start_http_server(int(port), addr=host)
+
+
+SCAVENGED = Counter(
+    "eventstore_scavenged_events_total", "Deleted or expired events removed by this replica"
+)
+SCAVENGE_ROUNDS = Counter(
+    "eventstore_scavenge_rounds_total", "Scavenge rounds this replica ran, by outcome", ["outcome"]
+)
+SCAVENGE_SECONDS = Histogram(
+    "eventstore_scavenge_seconds",
+    "Duration of this replica's scavenge rounds",
+    buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SCAVENGE_QUEUE = Gauge(
+    "eventstore_scavenge_streams", "Streams with deleted or expiring events to look at"
+)
+STREAMS_DELETED = Counter(
+    "eventstore_streams_deleted_total", "DeleteStream calls that took effect, by kind", ["kind"]
+)

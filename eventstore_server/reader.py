@@ -10,12 +10,41 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
+import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
+from eventstore_server.errors import StreamDeleted
+
+
+@dataclass(frozen=True, slots=True)
+class StreamView:
+    """What a read of one stream may see: deletes and retention hide events at once, whether
+    or not the scavenger has removed their rows yet."""
+
+    stream_id: int
+    version: int  # the stream's version: deletes and expiry do not lower it
+    first: int  # the lowest version a read returns (a delete, truncate_before or max_count)
+    not_before: datetime | None  # max_age: events recorded before this are gone
+    tombstoned: bool
+
+    @property
+    def empty(self) -> bool:
+        return self.first > self.version
+
+
+_STREAM_VIEW = """
+    SELECT s.stream_id, s.version, s.tombstoned,
+           greatest(1, s.deleted_through + 1, m.truncate_before,
+                    CASE WHEN m.max_count > 0 THEN s.version - m.max_count + 1 END) AS first,
+           CASE WHEN m.max_age_seconds > 0
+                THEN now() - make_interval(secs => m.max_age_seconds) END AS not_before
+      FROM es_streams s LEFT JOIN es_stream_metadata m ON m.name = s.name
+     WHERE s.name = $1"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +104,20 @@ def _page_query(where: str, key: str, descending: bool = False) -> _PageQuery:
 
 
 _TYPES = "(cardinality($5::text[]) = 0 OR type = ANY($5::text[]))"
-_STREAM_FORWARD = _page_query("stream_id = $3 AND version >= $4", "version")
-_STREAM_BACKWARD = _page_query("stream_id = $3 AND version <= $4", "version", descending=True)
+# A stream's visible window (StreamView): versions from $4 up to $5 (forwards; backwards from $4
+# down to $5), recorded at or after $6 (max age) and at or before $7 (as of); NULL: no bound.
+_RECORDED = (
+    "recorded_at >= coalesce($6::timestamptz, '-infinity')"
+    " AND recorded_at <= coalesce($7::timestamptz, 'infinity')"
+)
+_STREAM_FORWARD = _page_query(
+    f"stream_id = $3 AND version >= $4 AND version <= $5 AND {_RECORDED}", "version"
+)
+_STREAM_BACKWARD = _page_query(
+    f"stream_id = $3 AND version <= $4 AND version >= $5 AND {_RECORDED}",
+    "version",
+    descending=True,
+)
 _ALL = _page_query(f"position > $3 AND position <= $4 AND {_TYPES}", "position")
 _CATEGORY = _page_query(
     f"category = $6 AND position > $3 AND position <= $4 AND {_TYPES}", "position"
@@ -100,6 +141,7 @@ def _page(row: asyncpg.Record | None, limit: int) -> Page:
 
 class Reader:
     def __init__(self, pool: asyncpg.Pool, page_size: int, page_bytes: int) -> None:
+        self.pool = pool
         self._pool = pool
         self._page = page_size
         self._bytes = page_bytes
@@ -115,30 +157,45 @@ class Reader:
         value: int = await self._pool.fetchval("SELECT position FROM es_head")
         return value
 
-    async def stream_version(self, stream: str) -> tuple[int, int] | None:
-        """(stream_id, version) of a stream, None when it does not exist."""
-        row = await self._pool.fetchrow(
-            "SELECT stream_id, version FROM es_streams WHERE name = $1", stream
+    async def stream_view(self, stream: str) -> StreamView | None:
+        """The stream's visible window; None when it does not exist."""
+        row = await self._pool.fetchrow(_STREAM_VIEW, stream)
+        if row is None:
+            return None
+        return StreamView(
+            row["stream_id"], row["version"], row["first"], row["not_before"], row["tombstoned"]
         )
-        return None if row is None else (row["stream_id"], row["version"])
 
     async def read_stream(
-        self, stream: str, from_version: int, max_count: int, backwards: bool
+        self,
+        stream: str,
+        from_version: int,
+        max_count: int,
+        backwards: bool,
+        as_of: datetime | None = None,
+        view: StreamView | None = None,
     ) -> AsyncIterator[Page]:
-        """Pages of one stream; nothing when the stream does not exist."""
-        found = await self.stream_version(stream)
-        if found is None:
+        """Pages of one stream's visible events (recorded at or before `as_of`, when given);
+        nothing when the stream does not exist; StreamDeleted (NOT_FOUND) for a tombstone.
+        `view`: the stream's view when the caller has read it already."""
+        view = view or await self.stream_view(stream)
+        if view is None:
             return
-        stream_id, version = found
+        if view.tombstoned:
+            raise StreamDeleted(stream, grpc.StatusCode.NOT_FOUND)
         remaining = max_count or None
         if backwards:
-            cursor = version if from_version == 0 else min(from_version, version)
+            cursor = view.version if from_version == 0 else min(from_version, view.version)
+            query, bound = _STREAM_BACKWARD, view.first
         else:
-            cursor = max(from_version, 1)
-        query = _STREAM_BACKWARD if backwards else _STREAM_FORWARD
+            cursor = max(from_version, view.first)
+            query, bound = _STREAM_FORWARD, view.version
         while remaining is None or remaining > 0:
             limit = self._page if remaining is None else min(self._page, remaining)
-            page = _page(await self._fetch(query, limit, self._bytes, stream_id, cursor), limit)
+            row = await self._fetch(
+                query, limit, self._bytes, view.stream_id, cursor, bound, view.not_before, as_of
+            )
+            page = _page(row, limit)
             if page.count == 0:
                 return
             yield page
@@ -218,20 +275,25 @@ class Reader:
             return current
 
     async def read_snapshot(
-        self, stream: str, max_version: int, having: str = "{}"
+        self, stream: str, max_version: int, having: str = "{}", as_of: datetime | None = None
     ) -> pb.Snapshot | None:
         """The latest snapshot at or below `max_version` (0: any) whose metadata contains the
-        JSON object `having` (a snapshot schema, say)."""
+        JSON object `having` (a snapshot schema, say); with `as_of`, only of a version the
+        stream had reached by then."""
         row = await self._pool.fetchrow(
             """SELECT s.version, s.type, s.data, s.metadata::text AS metadata,
                       (extract(epoch FROM s.recorded_at) * 1000000)::int8 AS recorded_us
                  FROM es_snapshots s JOIN es_streams st USING (stream_id)
                 WHERE st.name = $1 AND ($2::int8 = 0 OR s.version <= $2::int8)
                   AND s.metadata @> $3::jsonb
+                  AND ($4::timestamptz IS NULL OR s.version <= (
+                       SELECT coalesce(max(e.version), 0) FROM es_events e
+                        WHERE e.stream_id = st.stream_id AND e.recorded_at <= $4::timestamptz))
                 ORDER BY s.version DESC LIMIT 1""",
             stream,
             max_version,
             having,
+            as_of,
         )
         if row is None:
             return None
@@ -265,7 +327,9 @@ class Reader:
         streams = "(SELECT count(*) FROM es_streams)" if count_streams else "0"
         rows = await self._pool.fetch(
             f"""SELECT h.position AS head, {streams} AS streams, c.subscriber, c.position,
-                       (extract(epoch FROM c.updated_at) * 1000000)::int8 AS updated_us
+                       (extract(epoch FROM c.updated_at) * 1000000)::int8 AS updated_us,
+                       (SELECT events FROM es_scavenge_totals) AS scavenged,
+                       (SELECT count(*) FROM es_scavenge) AS to_scavenge
                   FROM es_head h LEFT JOIN es_checkpoints c ON true
                  ORDER BY c.subscriber"""
         )
@@ -273,6 +337,8 @@ class Reader:
         return pb.GetStatsResponse(
             head_position=head,
             streams=rows[0]["streams"],
+            events_scavenged=rows[0]["scavenged"],
+            streams_to_scavenge=rows[0]["to_scavenge"],
             subscribers=[
                 pb.SubscriberInfo(
                     name=r["subscriber"],

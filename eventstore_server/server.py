@@ -16,6 +16,7 @@ from eventstore_server.access import Access
 from eventstore_server.config import Settings
 from eventstore_server.groups import GroupManager
 from eventstore_server.reader import Reader
+from eventstore_server.scavenger import Scavenger
 from eventstore_server.service import EventStoreService, add_to_server
 from eventstore_server.tail import LiveTail
 from eventstore_server.writer import GroupCommitWriter
@@ -136,9 +137,14 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     writer.start()
     groups = GroupManager(pool, tail, settings.database_url)
     groups.start()
+    scavenger = None
+    scavenging = None
+    if settings.scavenge_interval > 0:
+        scavenger = Scavenger(pool, settings.scavenge_interval, settings.scavenge_batch)
+        scavenging = asyncio.create_task(scavenger.run(), name="scavenger")
 
     server = grpc.aio.server(options=grpc_options(settings))
-    service = EventStoreService(writer, reader, tail, settings.limits, access, groups)
+    service = EventStoreService(writer, reader, tail, settings.limits, access, groups, scavenger)
     add_to_server(service, server)
     health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
     port = add_port(server, settings.listen, tls)
@@ -163,13 +169,17 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     # Subscriptions end first (UNAVAILABLE: clients resubscribe elsewhere); in-flight appends
     # finish, because the writer keeps running until the server has stopped taking calls.
     service.close_sessions()
+    if scavenging is not None:
+        scavenging.cancel()
     await groups.close()
     await tail.close()
     await server.stop(settings.shutdown_grace)
     if health_server is not None:
         await health_server.stop(0)
     await writer.close()
-    with contextlib.suppress(asyncio.CancelledError):
-        await health_task
+    for task in (health_task, scavenging):
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     await pool.close()
     log.info("stopped")

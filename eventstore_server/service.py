@@ -29,8 +29,11 @@ from eventstore_server.errors import (
 )
 from eventstore_server.group_service import GroupHandlers
 from eventstore_server.groups import GroupManager
-from eventstore_server.handling import Context, answers, position_field
+from eventstore_server.handling import Context, answers, as_of_time, position_field
+from eventstore_server.history import History
+from eventstore_server.history_service import HistoryHandlers
 from eventstore_server.reader import Reader
+from eventstore_server.scavenger import Scavenger
 from eventstore_server.subscriptions import Target, subscribe
 from eventstore_server.tail import LiveTail
 from eventstore_server.validation import (
@@ -82,9 +85,9 @@ def _subscriber_name(name: str, limits: Limits) -> str:
     return stream_name(name, limits, "subscriber")
 
 
-class EventStoreService(GroupHandlers, SessionHandlers):
+class EventStoreService(GroupHandlers, SessionHandlers, HistoryHandlers):
     """The handlers of eventstore.v1.EventStore (registered by `add_to_server`); the consumer
-    groups' are in `GroupHandlers`."""
+    groups' are in `GroupHandlers`, deleting and retention in `HistoryHandlers`."""
 
     def __init__(
         self,
@@ -94,8 +97,11 @@ class EventStoreService(GroupHandlers, SessionHandlers):
         limits: Limits,
         access: Access | None = None,
         groups: GroupManager | None = None,
+        scavenger: Scavenger | None = None,
     ) -> None:
         self._groups = groups
+        self._history = History(reader.pool)
+        self._scavenger = scavenger
         self._closing = asyncio.Event()  # set on shutdown: append sessions stop taking appends
         self._writer = writer
         self._reader = reader
@@ -149,8 +155,9 @@ class EventStoreService(GroupHandlers, SessionHandlers):
         self._access.authorize(principal, "read", category_of(stream))
         start = position_field(request.from_version, "from_version")
         count = position_field(request.max_count, "max_count")
+        as_of = as_of_time(request, "as_of")
         metrics.READS.labels("ReadStream").inc()
-        async for page in self._reader.read_stream(stream, start, count, request.backwards):
+        async for page in self._reader.read_stream(stream, start, count, request.backwards, as_of):
             metrics.READ_EVENTS.labels("ReadStream").inc(page.count)
             yield page.records
 

@@ -27,3 +27,4 @@ class Outcome(IntEnum):
     DUPLICATE = 1  # a retry of an earlier append: nothing written, its version and position
     WRONG_VERSION = 2  # the version is the stream's actual one
     ID_TAKEN = 3  # an event id already used by another append
+    STREAM_DELETED = 4  # the stream is tombstoned: nothing can be appended to it, ever

@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from google.protobuf.message import Message
+
 from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_server.config import Limits
 from eventstore_server.errors import InvalidArgument
@@ -128,24 +130,30 @@ def metadata_json(metadata: Mapping[str, str], limits: Limits, field: str) -> tu
     return json.dumps(items, ensure_ascii=False, separators=(",", ":")), size
 
 
-def append_command(request: pb.AppendRequest, limits: Limits) -> AppendCommand:
-    stream = stream_name(request.stream, limits)
+def expectation(request: Message, version_field: str = "expected_version") -> int:
+    """The request's `expected` oneof as one number: a version (>= 0) or an Expectation."""
     which = request.WhichOneof("expected")
-    if which == "expected_version":
-        if request.expected_version > MAX_INT64:
-            raise InvalidArgument("expected_version is out of range", field="expected_version")
-        expected = request.expected_version
-    elif which == "expected_state":
+    if which == version_field:
+        version: int = getattr(request, version_field)
+        if version > MAX_INT64:
+            raise InvalidArgument(f"{version_field} is out of range", field=version_field)
+        return version
+    if which == "expected_state":
         expected = {
             pb.EXPECTED_STATE_UNSPECIFIED: ANY,
             pb.EXPECTED_STATE_ANY: ANY,
             pb.EXPECTED_STATE_NO_STREAM: NO_STREAM,
             pb.EXPECTED_STATE_STREAM_EXISTS: STREAM_EXISTS,
-        }.get(request.expected_state, 0)
+        }.get(request.expected_state, 0)  # type: ignore[attr-defined]
         if expected == 0:
             raise InvalidArgument("expected_state is not a known state", field="expected_state")
-    else:
-        expected = ANY
+        return expected
+    return ANY
+
+
+def append_command(request: pb.AppendRequest, limits: Limits) -> AppendCommand:
+    stream = stream_name(request.stream, limits)
+    expected = expectation(request)
     if not request.events:
         raise InvalidArgument("an append needs at least one event", field="events")
     if len(request.events) > limits.max_events_per_append:

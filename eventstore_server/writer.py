@@ -24,7 +24,13 @@ from opentelemetry.trace import Link, NonRecordingSpan, set_span_in_context
 from opentelemetry.util.types import AttributeValue
 
 from eventstore_server import metrics
-from eventstore_server.errors import DuplicateEventId, StoreError, Unavailable, WrongExpectedVersion
+from eventstore_server.errors import (
+    DuplicateEventId,
+    StoreError,
+    StreamDeleted,
+    Unavailable,
+    WrongExpectedVersion,
+)
 from eventstore_server.sql_codes import Expectation, Outcome
 from eventstore_server.validation import AppendCommand
 from hosting import telemetry
@@ -321,6 +327,8 @@ class GroupCommitWriter:
                         row["out_version"],
                     ),
                 )
+            elif outcome == Outcome.STREAM_DELETED:
+                _reject(item, StreamDeleted(item.command.stream))
             else:
                 _reject(
                     item,

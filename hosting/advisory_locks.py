@@ -11,4 +11,5 @@ from enum import IntEnum
 class AdvisoryLock(IntEnum):
     STORE_MIGRATIONS = 7354023980541  # the store applies its migrations under it
     STORE_WRITER = 7354023980542  # es_append_batch: one writer's batch at a time, all replicas
+    STORE_SCAVENGER = 7354023980543  # one replica's scavenge round at a time
     ORDER_VIEW_SETUP = 7354023980601  # order_svc creates its read model's tables under it

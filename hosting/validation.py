@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
+
+from google.protobuf.message import Message
 
 from hosting.errors import invalid
 
@@ -21,3 +24,15 @@ def require_uuid(*values: tuple[str, str]) -> None:
     wrong = [name for name, value in values if not is_uuid(value)]
     if wrong:
         invalid(f"{' and '.join(wrong)} must be {'UUIDs' if len(wrong) > 1 else 'a UUID'}")
+
+
+def optional_time(request: Message, field: str) -> datetime | None:
+    """A request's optional google.protobuf.Timestamp as an aware datetime (None when unset);
+    INVALID_ARGUMENT for one that is no valid time."""
+    if not request.HasField(field):
+        return None
+    try:
+        moment: datetime = getattr(request, field).ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        invalid(f"{field} is not a valid time")
+    return moment

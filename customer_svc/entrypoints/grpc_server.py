@@ -12,7 +12,7 @@ from customer_svc.domain.customer import Customer, DomainError
 from customer_svc.service_layer.handlers import Customers
 from eventstore_client.repository import ConcurrencyError, Loaded
 from hosting.errors import Context, Refused, answers
-from hosting.validation import require_uuid
+from hosting.validation import optional_time, require_uuid
 
 
 def to_message(loaded: Loaded[Customer]) -> pb.Customer:
@@ -47,7 +47,9 @@ class CustomerServicer(pb_grpc.CustomerServiceServicer):
     @answers(ERRORS)
     async def GetCustomer(self, request: pb.GetCustomerRequest, context: Context) -> pb.Customer:
         require_uuid(("customer_id", request.customer_id))
-        loaded = await self._customers.get(request.customer_id)
+        loaded = await self._customers.get(
+            request.customer_id, optional_time(request, "as_of_time")
+        )
         if not loaded.state.exists:
             raise Refused(grpc.StatusCode.NOT_FOUND, f"no customer {request.customer_id}")
         return to_message(loaded)

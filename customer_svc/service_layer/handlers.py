@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from contracts.order.v1 import events_pb2 as order_events
@@ -35,8 +36,9 @@ class Customers:
         )
         return executed.loaded
 
-    async def get(self, customer_id: str) -> Loaded[Customer]:
-        return await self._repository.load(customer_id)
+    async def get(self, customer_id: str, as_of: datetime | None = None) -> Loaded[Customer]:
+        """The customer now, or as it was at `as_of`."""
+        return await self._repository.load(customer_id, as_of=as_of)
 
     async def on_order_event(self, event: RecordedEvent) -> None:
         """The saga's customer side: answer each new order once, release cancelled ones."""

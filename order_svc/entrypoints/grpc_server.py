@@ -10,7 +10,7 @@ from contracts.order.v1 import order_pb2 as pb
 from contracts.order.v1 import order_pb2_grpc as pb_grpc
 from eventstore_client.repository import ConcurrencyError, Loaded
 from hosting.errors import Context, Refused, answers, invalid
-from hosting.validation import require_uuid
+from hosting.validation import optional_time, require_uuid
 from order_svc.adapters.read_model import CustomerOrdersView, OrderRow
 from order_svc.domain.order import Order, OrderError, OrderNotFound, State
 from order_svc.service_layer.handlers import Orders
@@ -74,7 +74,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     @answers(ERRORS)
     async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.Order:
         require_uuid(("order_id", request.order_id))
-        loaded = await self._orders.get(request.order_id, request.as_of_version)
+        as_of = optional_time(request, "as_of_time")
+        loaded = await self._orders.get(request.order_id, request.as_of_version, as_of)
         if not loaded.state.exists:
             raise OrderNotFound(request.order_id)
         if request.as_of_version and loaded.version < request.as_of_version:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from contracts.customer.v1 import events_pb2 as customer_events
@@ -27,8 +28,10 @@ class Orders:
         )
         return executed.loaded
 
-    async def get(self, order_id: str, as_of_version: int = 0) -> Loaded[Order]:
-        return await self._repository.load(order_id, as_of_version)
+    async def get(
+        self, order_id: str, as_of_version: int = 0, as_of: datetime | None = None
+    ) -> Loaded[Order]:
+        return await self._repository.load(order_id, as_of_version, as_of)
 
     async def cancel(self, order_id: str) -> Loaded[Order]:
         executed = await self._repository.execute(order_id, order.cancel)

@@ -9,11 +9,13 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from contracts.customer.v1 import customer_pb2 as cpb
 from contracts.customer.v1 import customer_pb2_grpc
 from contracts.order.v1 import order_pb2 as opb
 from eventstore_client import EventStoreClient, NewEvent
+from eventstore_client.client import RecordedEvent
 from tests.e2e.saga import (
     Stubs,
     connect,
@@ -187,6 +189,58 @@ async def test_temporal_query_and_read_model(stubs: Stubs) -> None:
 
     [row] = await asyncio.wait_for(listed(), 30)
     assert (row.order_id, row.total, row.version) == (order.order_id, 400, 3)
+
+
+async def test_orders_and_customers_as_they_were_at_a_time(
+    stubs: Stubs, endpoints: Endpoints
+) -> None:
+    """GetOrder and GetCustomer with `as_of_time`: the times are the events' own."""
+    customer_id = await new_customer(stubs, 1000)
+    order = await stubs.orders.CreateOrder(
+        opb.CreateOrderRequest(customer_id=customer_id, total=400)
+    )
+    await settled(stubs.orders, order.order_id)
+    await stubs.orders.CancelOrder(opb.CancelOrderRequest(order_id=order.order_id))
+    async with EventStoreClient(endpoints.store) as store:
+        history = await store.read_stream_list(f"order-{order.order_id}")
+
+        async def credit() -> list[RecordedEvent]:
+            while True:  # the release follows the cancel
+                events = await store.read_stream_list(f"customer-{customer_id}")
+                if len(events) == 3:
+                    return events
+                await asyncio.sleep(0.02)
+
+        created, reserved, released = await asyncio.wait_for(credit(), 30)
+    states = [
+        (
+            await stubs.orders.GetOrder(
+                opb.GetOrderRequest(order_id=order.order_id, as_of_time=e.recorded_at)
+            )
+        ).state
+        for e in history
+    ]
+    assert states == [opb.ORDER_STATE_PENDING, opb.ORDER_STATE_APPROVED, opb.ORDER_STATE_CANCELLED]
+    reserved_then = [
+        (
+            await stubs.customers.GetCustomer(
+                cpb.GetCustomerRequest(customer_id=customer_id, as_of_time=e.recorded_at)
+            )
+        ).credit_reserved
+        for e in (created, reserved, released)
+    ]
+    assert reserved_then == [0, 400, 0]
+    before = Timestamp(seconds=created.recorded_at.seconds - 3600)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stubs.customers.GetCustomer(
+            cpb.GetCustomerRequest(customer_id=customer_id, as_of_time=before)
+        )
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as invalid:
+        await stubs.orders.GetOrder(
+            opb.GetOrderRequest(order_id=order.order_id, as_of_time=Timestamp(nanos=-1))
+        )
+    assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 BAD = [

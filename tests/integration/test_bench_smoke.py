@@ -33,6 +33,8 @@ def test_every_benchmark_scenario_runs(postgres_server_url: str) -> None:
         "group consumer 10 ms handler",
         "group delivery latency",
         "saga replicas",
+        "scavenge",
+        "appends during a scavenge",
     } <= scenarios
     # Every measure came out as a number; only counts of what went wrong may be zero.
     assert all(r["value"] > 0 for r in report["results"] if r["metric"] != "missing")

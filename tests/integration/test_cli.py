@@ -156,3 +156,34 @@ def test_groups_parked_and_replay_from_the_command_line(store: ServerProcess) ->
     assert json.loads(replayed.stdout) == {"group": group, "replayed": 1}
     assert cli(store, "parked", "no-such-group").returncode == 1
     assert cli(store, "delete-group", group).returncode == 0
+
+
+def test_delete_metadata_and_as_of(store: ServerProcess) -> None:
+    stream = f"{unique()}-1"
+    for kind in ("Opened", "Noted", "Closed"):
+        assert cli(store, "append", stream, kind, "{}").returncode == 0
+    [_, second, _] = [
+        json.loads(line) for line in cli(store, "--json", "read", stream).stdout.splitlines()
+    ]
+    as_of = cli(store, "--json", "read", stream, "--as-of", second["recorded_at"])
+    assert [json.loads(line)["type"] for line in as_of.stdout.splitlines()] == ["Opened", "Noted"]
+    assert cli(store, "read", stream, "--as-of", "yesterday").returncode == 2
+
+    set_ = cli(store, "--json", "metadata", stream, "--max-count", "1", "--set", "owner=ops")
+    assert json.loads(set_.stdout) == {"stream": stream, "metadata_version": 1}, set_.stderr
+    shown = json.loads(cli(store, "--json", "metadata", stream).stdout)
+    assert shown["max_count"] == 1 and shown["custom"] == {"owner": "ops"}
+    stale = cli(store, "metadata", stream, "--max-count", "2", "--expected-version", "0")
+    assert stale.returncode == 3, stale.stderr
+    assert [
+        json.loads(line)["type"]
+        for line in cli(store, "--json", "read", stream).stdout.splitlines()
+    ] == ["Closed"]
+
+    assert cli(store, "delete", stream, "--expected-version", "1").returncode == 3
+    deleted = cli(store, "--json", "delete", stream, "--tombstone")
+    assert json.loads(deleted.stdout)["tombstoned"] is True, deleted.stderr
+    gone = cli(store, "read", stream)
+    assert gone.returncode == 5 and "tombstoned" in gone.stderr
+    refused = cli(store, "append", stream, "Reopened", "{}")
+    assert refused.returncode == 1 and "tombstoned" in refused.stderr

@@ -57,7 +57,8 @@ class CustomerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetCustomer(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The customer now, or as it was at `as_of_time` (a temporal query).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -17,6 +17,7 @@ class CustomerServiceStub:
     CreateCustomer: _aio.UnaryUnaryMultiCallable[_customer_pb2.CreateCustomerRequest, _customer_pb2.Customer]
     """Creates a customer; an empty id means the service picks one, a given id makes it idempotent."""
     GetCustomer: _aio.UnaryUnaryMultiCallable[_customer_pb2.GetCustomerRequest, _customer_pb2.Customer]
+    """The customer now, or as it was at `as_of_time` (a temporal query)."""
 
 class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -32,6 +33,7 @@ class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _customer_pb2.GetCustomerRequest,
         context: _aio.ServicerContext[_customer_pb2.GetCustomerRequest, _abc.Awaitable[_customer_pb2.Customer]],
-    ) -> _abc.Awaitable[_customer_pb2.Customer]: ...
+    ) -> _abc.Awaitable[_customer_pb2.Customer]:
+        """The customer now, or as it was at `as_of_time` (a temporal query)."""
 
 def add_CustomerServiceServicer_to_server(servicer: CustomerServiceServicer, server: _aio.Server) -> None: ...

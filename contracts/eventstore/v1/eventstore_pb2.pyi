@@ -254,12 +254,17 @@ class ReadStreamRequest(_message.Message):
     FROM_VERSION_FIELD_NUMBER: _builtins.int
     MAX_COUNT_FIELD_NUMBER: _builtins.int
     BACKWARDS_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
     stream: _builtins.str
     from_version: _builtins.int
     """inclusive; 0 or 1: the start (backwards with 0: the end)"""
     max_count: _builtins.int
     """0: all"""
     backwards: _builtins.bool
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """Set: only the events recorded at or before this time (the stream as it was then)."""
+
     def __init__(
         self,
         *,
@@ -267,10 +272,11 @@ class ReadStreamRequest(_message.Message):
         from_version: _builtins.int = ...,
         max_count: _builtins.int = ...,
         backwards: _builtins.bool = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backwards", b"backwards", "from_version", b"from_version", "max_count", b"max_count", "stream", b"stream"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "backwards", b"backwards", "from_version", b"from_version", "max_count", b"max_count", "stream", b"stream"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -753,9 +759,17 @@ class GetStatsResponse(_message.Message):
     HEAD_POSITION_FIELD_NUMBER: _builtins.int
     STREAMS_FIELD_NUMBER: _builtins.int
     SUBSCRIBERS_FIELD_NUMBER: _builtins.int
+    EVENTS_SCAVENGED_FIELD_NUMBER: _builtins.int
+    STREAMS_TO_SCAVENGE_FIELD_NUMBER: _builtins.int
     head_position: _builtins.int
-    """the last committed position (positions have no gaps: the event count)"""
+    """The last committed position: positions are handed out without gaps, so it counts every
+    event ever appended (scavenged ones included).
+    """
     streams: _builtins.int
+    events_scavenged: _builtins.int
+    """events removed for good by deletes and retention, ever"""
+    streams_to_scavenge: _builtins.int
+    """streams with deleted or expiring events to look at"""
     @_builtins.property
     def subscribers(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriberInfo]: ...
     def __init__(
@@ -764,10 +778,12 @@ class GetStatsResponse(_message.Message):
         head_position: _builtins.int = ...,
         streams: _builtins.int = ...,
         subscribers: _abc.Iterable[Global___SubscriberInfo] | None = ...,
+        events_scavenged: _builtins.int = ...,
+        streams_to_scavenge: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["head_position", b"head_position", "streams", b"streams", "subscribers", b"subscribers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events_scavenged", b"events_scavenged", "head_position", b"head_position", "streams", b"streams", "streams_to_scavenge", b"streams_to_scavenge", "subscribers", b"subscribers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1363,6 +1379,7 @@ class LoadStreamRequest(_message.Message):
     STREAM_FIELD_NUMBER: _builtins.int
     MAX_VERSION_FIELD_NUMBER: _builtins.int
     SNAPSHOT_METADATA_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
     stream: _builtins.str
     max_version: _builtins.int
     """0: the latest"""
@@ -1370,16 +1387,23 @@ class LoadStreamRequest(_message.Message):
     def snapshot_metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """only snapshots whose metadata has these entries"""
 
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """Set: the aggregate as it was at this time (events recorded at or before it, and a snapshot
+        only of a version that existed then).
+        """
+
     def __init__(
         self,
         *,
         stream: _builtins.str = ...,
         max_version: _builtins.int = ...,
         snapshot_metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_version", b"max_version", "snapshot_metadata", b"snapshot_metadata", "stream", b"stream"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "max_version", b"max_version", "snapshot_metadata", b"snapshot_metadata", "stream", b"stream"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1412,3 +1436,203 @@ class LoadStreamResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LoadStreamResponse: _TypeAlias = LoadStreamResponse  # noqa: Y015
+
+@_typing.final
+class DeleteStreamRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    EXPECTED_STATE_FIELD_NUMBER: _builtins.int
+    TOMBSTONE_FIELD_NUMBER: _builtins.int
+    stream: _builtins.str
+    expected_version: _builtins.int
+    expected_state: Global___ExpectedState.ValueType
+    tombstone: _builtins.bool
+    """false: soft delete; true: the stream can never be written again"""
+    def __init__(
+        self,
+        *,
+        stream: _builtins.str = ...,
+        expected_version: _builtins.int = ...,
+        expected_state: Global___ExpectedState.ValueType = ...,
+        tombstone: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expected", b"expected", "expected_state", b"expected_state", "expected_version", b"expected_version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected", b"expected", "expected_state", b"expected_state", "expected_version", b"expected_version", "stream", b"stream", "tombstone", b"tombstone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_expected: _TypeAlias = _typing.Literal["expected_version", "expected_state"]  # noqa: Y015
+    _WhichOneofArgType_expected: _TypeAlias = _typing.Literal["expected", b"expected"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_expected) -> _WhichOneofReturnType_expected | None: ...
+
+Global___DeleteStreamRequest: _TypeAlias = DeleteStreamRequest  # noqa: Y015
+
+@_typing.final
+class DeleteStreamResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """the head when the delete took effect: reads from here on see it"""
+    def __init__(
+        self,
+        *,
+        position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteStreamResponse: _TypeAlias = DeleteStreamResponse  # noqa: Y015
+
+@_typing.final
+class StreamMetadata(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CustomEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MAX_COUNT_FIELD_NUMBER: _builtins.int
+    MAX_AGE_SECONDS_FIELD_NUMBER: _builtins.int
+    TRUNCATE_BEFORE_FIELD_NUMBER: _builtins.int
+    CUSTOM_FIELD_NUMBER: _builtins.int
+    max_count: _builtins.int
+    """0: unlimited; keep only the last N events"""
+    max_age_seconds: _builtins.int
+    """0: unlimited; events older than this are gone"""
+    truncate_before: _builtins.int
+    """versions below this are gone"""
+    @_builtins.property
+    def custom(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        max_count: _builtins.int = ...,
+        max_age_seconds: _builtins.int = ...,
+        truncate_before: _builtins.int = ...,
+        custom: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom", b"custom", "max_age_seconds", b"max_age_seconds", "max_count", b"max_count", "truncate_before", b"truncate_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamMetadata: _TypeAlias = StreamMetadata  # noqa: Y015
+
+@_typing.final
+class SetStreamMetadataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    EXPECTED_METADATA_VERSION_FIELD_NUMBER: _builtins.int
+    EXPECTED_STATE_FIELD_NUMBER: _builtins.int
+    stream: _builtins.str
+    expected_metadata_version: _builtins.int
+    """0: no metadata yet"""
+    expected_state: Global___ExpectedState.ValueType
+    @_builtins.property
+    def metadata(self) -> Global___StreamMetadata: ...
+    def __init__(
+        self,
+        *,
+        stream: _builtins.str = ...,
+        metadata: Global___StreamMetadata | None = ...,
+        expected_metadata_version: _builtins.int = ...,
+        expected_state: Global___ExpectedState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expected", b"expected", "expected_metadata_version", b"expected_metadata_version", "expected_state", b"expected_state", "metadata", b"metadata"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected", b"expected", "expected_metadata_version", b"expected_metadata_version", "expected_state", b"expected_state", "metadata", b"metadata", "stream", b"stream"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_expected: _TypeAlias = _typing.Literal["expected_metadata_version", "expected_state"]  # noqa: Y015
+    _WhichOneofArgType_expected: _TypeAlias = _typing.Literal["expected", b"expected"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_expected) -> _WhichOneofReturnType_expected | None: ...
+
+Global___SetStreamMetadataRequest: _TypeAlias = SetStreamMetadataRequest  # noqa: Y015
+
+@_typing.final
+class SetStreamMetadataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METADATA_VERSION_FIELD_NUMBER: _builtins.int
+    metadata_version: _builtins.int
+    """1 for a stream's first metadata"""
+    def __init__(
+        self,
+        *,
+        metadata_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metadata_version", b"metadata_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetStreamMetadataResponse: _TypeAlias = SetStreamMetadataResponse  # noqa: Y015
+
+@_typing.final
+class GetStreamMetadataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_FIELD_NUMBER: _builtins.int
+    stream: _builtins.str
+    def __init__(
+        self,
+        *,
+        stream: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stream", b"stream"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStreamMetadataRequest: _TypeAlias = GetStreamMetadataRequest  # noqa: Y015
+
+@_typing.final
+class GetStreamMetadataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOUND_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    METADATA_VERSION_FIELD_NUMBER: _builtins.int
+    found: _builtins.bool
+    metadata_version: _builtins.int
+    @_builtins.property
+    def metadata(self) -> Global___StreamMetadata: ...
+    def __init__(
+        self,
+        *,
+        found: _builtins.bool = ...,
+        metadata: Global___StreamMetadata | None = ...,
+        metadata_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["found", b"found", "metadata", b"metadata", "metadata_version", b"metadata_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStreamMetadataResponse: _TypeAlias = GetStreamMetadataResponse  # noqa: Y015

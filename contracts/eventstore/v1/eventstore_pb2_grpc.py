@@ -119,6 +119,21 @@ class EventStoreStub:
                 request_serializer=eventstore_dot_v1_dot_eventstore__pb2.LoadStreamRequest.SerializeToString,
                 response_deserializer=eventstore_dot_v1_dot_eventstore__pb2.LoadStreamResponse.FromString,
                 _registered_method=True)
+        self.DeleteStream = channel.unary_unary(
+                '/eventstore.v1.EventStore/DeleteStream',
+                request_serializer=eventstore_dot_v1_dot_eventstore__pb2.DeleteStreamRequest.SerializeToString,
+                response_deserializer=eventstore_dot_v1_dot_eventstore__pb2.DeleteStreamResponse.FromString,
+                _registered_method=True)
+        self.SetStreamMetadata = channel.unary_unary(
+                '/eventstore.v1.EventStore/SetStreamMetadata',
+                request_serializer=eventstore_dot_v1_dot_eventstore__pb2.SetStreamMetadataRequest.SerializeToString,
+                response_deserializer=eventstore_dot_v1_dot_eventstore__pb2.SetStreamMetadataResponse.FromString,
+                _registered_method=True)
+        self.GetStreamMetadata = channel.unary_unary(
+                '/eventstore.v1.EventStore/GetStreamMetadata',
+                request_serializer=eventstore_dot_v1_dot_eventstore__pb2.GetStreamMetadataRequest.SerializeToString,
+                response_deserializer=eventstore_dot_v1_dot_eventstore__pb2.GetStreamMetadataResponse.FromString,
+                _registered_method=True)
 
 
 class EventStoreServicer:
@@ -246,6 +261,29 @@ class EventStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteStream(self, request, context):
+        """Deleting and expiring data.
+        Deletes a stream: soft (its events so far are hidden, later appends continue its version
+        numbering) or a tombstone (it can never be written again). The rows go in a scavenge.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetStreamMetadata(self, request, context):
+        """Sets a stream's retention (max count, max age, truncate before) and custom metadata.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStreamMetadata(self, request, context):
+        """Reads a stream's metadata.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -333,6 +371,21 @@ def add_EventStoreServicer_to_server(servicer, server):
                     servicer.LoadStream,
                     request_deserializer=eventstore_dot_v1_dot_eventstore__pb2.LoadStreamRequest.FromString,
                     response_serializer=eventstore_dot_v1_dot_eventstore__pb2.LoadStreamResponse.SerializeToString,
+            ),
+            'DeleteStream': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteStream,
+                    request_deserializer=eventstore_dot_v1_dot_eventstore__pb2.DeleteStreamRequest.FromString,
+                    response_serializer=eventstore_dot_v1_dot_eventstore__pb2.DeleteStreamResponse.SerializeToString,
+            ),
+            'SetStreamMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetStreamMetadata,
+                    request_deserializer=eventstore_dot_v1_dot_eventstore__pb2.SetStreamMetadataRequest.FromString,
+                    response_serializer=eventstore_dot_v1_dot_eventstore__pb2.SetStreamMetadataResponse.SerializeToString,
+            ),
+            'GetStreamMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStreamMetadata,
+                    request_deserializer=eventstore_dot_v1_dot_eventstore__pb2.GetStreamMetadataRequest.FromString,
+                    response_serializer=eventstore_dot_v1_dot_eventstore__pb2.GetStreamMetadataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -794,6 +847,87 @@ class EventStore:
             '/eventstore.v1.EventStore/LoadStream',
             eventstore_dot_v1_dot_eventstore__pb2.LoadStreamRequest.SerializeToString,
             eventstore_dot_v1_dot_eventstore__pb2.LoadStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.v1.EventStore/DeleteStream',
+            eventstore_dot_v1_dot_eventstore__pb2.DeleteStreamRequest.SerializeToString,
+            eventstore_dot_v1_dot_eventstore__pb2.DeleteStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetStreamMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.v1.EventStore/SetStreamMetadata',
+            eventstore_dot_v1_dot_eventstore__pb2.SetStreamMetadataRequest.SerializeToString,
+            eventstore_dot_v1_dot_eventstore__pb2.SetStreamMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStreamMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.v1.EventStore/GetStreamMetadata',
+            eventstore_dot_v1_dot_eventstore__pb2.GetStreamMetadataRequest.SerializeToString,
+            eventstore_dot_v1_dot_eventstore__pb2.GetStreamMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,15 @@ class EventStoreStub:
     """An aggregate in one call: the latest snapshot at or below a version (whose metadata has
     the given entries), then the stream's events after it.
     """
+    DeleteStream: _aio.UnaryUnaryMultiCallable[_eventstore_pb2.DeleteStreamRequest, _eventstore_pb2.DeleteStreamResponse]
+    """Deleting and expiring data.
+    Deletes a stream: soft (its events so far are hidden, later appends continue its version
+    numbering) or a tombstone (it can never be written again). The rows go in a scavenge.
+    """
+    SetStreamMetadata: _aio.UnaryUnaryMultiCallable[_eventstore_pb2.SetStreamMetadataRequest, _eventstore_pb2.SetStreamMetadataResponse]
+    """Sets a stream's retention (max count, max age, truncate before) and custom metadata."""
+    GetStreamMetadata: _aio.UnaryUnaryMultiCallable[_eventstore_pb2.GetStreamMetadataRequest, _eventstore_pb2.GetStreamMetadataResponse]
+    """Reads a stream's metadata."""
 
 class EventStoreServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -195,5 +204,32 @@ class EventStoreServicer(metaclass=_abc_1.ABCMeta):
         """An aggregate in one call: the latest snapshot at or below a version (whose metadata has
         the given entries), then the stream's events after it.
         """
+
+    @_abc_1.abstractmethod
+    def DeleteStream(
+        self,
+        request: _eventstore_pb2.DeleteStreamRequest,
+        context: _aio.ServicerContext[_eventstore_pb2.DeleteStreamRequest, _abc.Awaitable[_eventstore_pb2.DeleteStreamResponse]],
+    ) -> _abc.Awaitable[_eventstore_pb2.DeleteStreamResponse]:
+        """Deleting and expiring data.
+        Deletes a stream: soft (its events so far are hidden, later appends continue its version
+        numbering) or a tombstone (it can never be written again). The rows go in a scavenge.
+        """
+
+    @_abc_1.abstractmethod
+    def SetStreamMetadata(
+        self,
+        request: _eventstore_pb2.SetStreamMetadataRequest,
+        context: _aio.ServicerContext[_eventstore_pb2.SetStreamMetadataRequest, _abc.Awaitable[_eventstore_pb2.SetStreamMetadataResponse]],
+    ) -> _abc.Awaitable[_eventstore_pb2.SetStreamMetadataResponse]:
+        """Sets a stream's retention (max count, max age, truncate before) and custom metadata."""
+
+    @_abc_1.abstractmethod
+    def GetStreamMetadata(
+        self,
+        request: _eventstore_pb2.GetStreamMetadataRequest,
+        context: _aio.ServicerContext[_eventstore_pb2.GetStreamMetadataRequest, _abc.Awaitable[_eventstore_pb2.GetStreamMetadataResponse]],
+    ) -> _abc.Awaitable[_eventstore_pb2.GetStreamMetadataResponse]:
+        """Reads a stream's metadata."""
 
 def add_EventStoreServicer_to_server(servicer: EventStoreServicer, server: _aio.Server) -> None: ...

@@ -22,29 +22,30 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14order/v1/order.proto\x12\x08order.v1\"J\n\x12\x43reateOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\":\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\ras_of_version\x18\x02 \x01(\x04\"&\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"0\n\x19ListCustomerOrdersRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"=\n\x1aListCustomerOrdersResponse\x12\x1f\n\x06orders\x18\x01 \x03(\x0b\x32\x0f.order.v1.Order\"\x8d\x01\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.order.v1.OrderState\x12\x18\n\x10rejection_reason\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\x04*\x91\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13ORDER_STATE_PENDING\x10\x01\x12\x18\n\x14ORDER_STATE_APPROVED\x10\x02\x12\x18\n\x14ORDER_STATE_REJECTED\x10\x03\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\x04\x32\xa3\x02\n\x0cOrderService\x12<\n\x0b\x43reateOrder\x12\x1c.order.v1.CreateOrderRequest\x1a\x0f.order.v1.Order\x12\x36\n\x08GetOrder\x12\x19.order.v1.GetOrderRequest\x1a\x0f.order.v1.Order\x12<\n\x0b\x43\x61ncelOrder\x12\x1c.order.v1.CancelOrderRequest\x1a\x0f.order.v1.Order\x12_\n\x12ListCustomerOrders\x12#.order.v1.ListCustomerOrdersRequest\x1a$.order.v1.ListCustomerOrdersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14order/v1/order.proto\x12\x08order.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\x12\x43reateOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\"j\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\ras_of_version\x18\x02 \x01(\x04\x12.\n\nas_of_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"&\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"0\n\x19ListCustomerOrdersRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"=\n\x1aListCustomerOrdersResponse\x12\x1f\n\x06orders\x18\x01 \x03(\x0b\x32\x0f.order.v1.Order\"\x8d\x01\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.order.v1.OrderState\x12\x18\n\x10rejection_reason\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\x04*\x91\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13ORDER_STATE_PENDING\x10\x01\x12\x18\n\x14ORDER_STATE_APPROVED\x10\x02\x12\x18\n\x14ORDER_STATE_REJECTED\x10\x03\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\x04\x32\xa3\x02\n\x0cOrderService\x12<\n\x0b\x43reateOrder\x12\x1c.order.v1.CreateOrderRequest\x1a\x0f.order.v1.Order\x12\x36\n\x08GetOrder\x12\x19.order.v1.GetOrderRequest\x1a\x0f.order.v1.Order\x12<\n\x0b\x43\x61ncelOrder\x12\x1c.order.v1.CancelOrderRequest\x1a\x0f.order.v1.Order\x12_\n\x12ListCustomerOrders\x12#.order.v1.ListCustomerOrdersRequest\x1a$.order.v1.ListCustomerOrdersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'order.v1.order_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERSTATE']._serialized_start=468
-  _globals['_ORDERSTATE']._serialized_end=613
-  _globals['_CREATEORDERREQUEST']._serialized_start=34
-  _globals['_CREATEORDERREQUEST']._serialized_end=108
-  _globals['_GETORDERREQUEST']._serialized_start=110
-  _globals['_GETORDERREQUEST']._serialized_end=168
-  _globals['_CANCELORDERREQUEST']._serialized_start=170
-  _globals['_CANCELORDERREQUEST']._serialized_end=208
-  _globals['_LISTCUSTOMERORDERSREQUEST']._serialized_start=210
-  _globals['_LISTCUSTOMERORDERSREQUEST']._serialized_end=258
-  _globals['_LISTCUSTOMERORDERSRESPONSE']._serialized_start=260
-  _globals['_LISTCUSTOMERORDERSRESPONSE']._serialized_end=321
-  _globals['_ORDER']._serialized_start=324
-  _globals['_ORDER']._serialized_end=465
-  _globals['_ORDERSERVICE']._serialized_start=616
-  _globals['_ORDERSERVICE']._serialized_end=907
+  _globals['_ORDERSTATE']._serialized_start=549
+  _globals['_ORDERSTATE']._serialized_end=694
+  _globals['_CREATEORDERREQUEST']._serialized_start=67
+  _globals['_CREATEORDERREQUEST']._serialized_end=141
+  _globals['_GETORDERREQUEST']._serialized_start=143
+  _globals['_GETORDERREQUEST']._serialized_end=249
+  _globals['_CANCELORDERREQUEST']._serialized_start=251
+  _globals['_CANCELORDERREQUEST']._serialized_end=289
+  _globals['_LISTCUSTOMERORDERSREQUEST']._serialized_start=291
+  _globals['_LISTCUSTOMERORDERSREQUEST']._serialized_end=339
+  _globals['_LISTCUSTOMERORDERSRESPONSE']._serialized_start=341
+  _globals['_LISTCUSTOMERORDERSRESPONSE']._serialized_end=402
+  _globals['_ORDER']._serialized_start=405
+  _globals['_ORDER']._serialized_end=546
+  _globals['_ORDERSERVICE']._serialized_start=697
+  _globals['_ORDERSERVICE']._serialized_end=988
 # @@protoc_insertion_point(module_scope)

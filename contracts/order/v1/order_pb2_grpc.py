@@ -67,7 +67,7 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetOrder(self, request, context):
-        """The order now, or as it was at `as_of_version` (a temporal query).
+        """The order now, or as it was at `as_of_version` or `as_of_time` (temporal queries).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

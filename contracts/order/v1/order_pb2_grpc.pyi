@@ -17,7 +17,7 @@ class OrderServiceStub:
     CreateOrder: _aio.UnaryUnaryMultiCallable[_order_pb2.CreateOrderRequest, _order_pb2.Order]
     """Creates a PENDING order; the credit saga approves or rejects it shortly after."""
     GetOrder: _aio.UnaryUnaryMultiCallable[_order_pb2.GetOrderRequest, _order_pb2.Order]
-    """The order now, or as it was at `as_of_version` (a temporal query)."""
+    """The order now, or as it was at `as_of_version` or `as_of_time` (temporal queries)."""
     CancelOrder: _aio.UnaryUnaryMultiCallable[_order_pb2.CancelOrderRequest, _order_pb2.Order]
     """Cancels a pending or approved order; its credit is released."""
     ListCustomerOrders: _aio.UnaryUnaryMultiCallable[_order_pb2.ListCustomerOrdersRequest, _order_pb2.ListCustomerOrdersResponse]
@@ -38,7 +38,7 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _order_pb2.GetOrderRequest,
         context: _aio.ServicerContext[_order_pb2.GetOrderRequest, _abc.Awaitable[_order_pb2.Order]],
     ) -> _abc.Awaitable[_order_pb2.Order]:
-        """The order now, or as it was at `as_of_version` (a temporal query)."""
+        """The order now, or as it was at `as_of_version` or `as_of_time` (temporal queries)."""
 
     @_abc_1.abstractmethod
     def CancelOrder(

@@ -1,0 +1,80 @@
+"""The RPCs that delete and expire data (a part of `EventStoreService`): DeleteStream,
+SetStreamMetadata and GetStreamMetadata. Both changing calls need the policy's `delete`
+operation on the stream's category; reading metadata needs `read`."""
+
+from __future__ import annotations
+
+import json
+
+from contracts.eventstore.v1 import eventstore_pb2 as pb
+from eventstore_server import metrics
+from eventstore_server.access import Access
+from eventstore_server.config import Limits
+from eventstore_server.handling import Context, answers, position_field
+from eventstore_server.history import History, StreamRules
+from eventstore_server.scavenger import Scavenger
+from eventstore_server.validation import category_of, expectation, metadata_json, stream_name
+
+
+class HistoryHandlers:
+    _access: Access
+    _limits: Limits
+    _history: History
+    _scavenger: Scavenger | None
+
+    @answers
+    async def DeleteStream(
+        self, request: pb.DeleteStreamRequest, context: Context
+    ) -> pb.DeleteStreamResponse:
+        principal = self._access.principal(context)
+        stream = stream_name(request.stream, self._limits)
+        self._access.authorize(principal, "delete", category_of(stream))
+        expected = expectation(request)
+        position = await self._history.delete(stream, expected, request.tombstone)
+        metrics.STREAMS_DELETED.labels("tombstone" if request.tombstone else "soft").inc()
+        if self._scavenger is not None:
+            self._scavenger.wake()
+        return pb.DeleteStreamResponse(position=position)
+
+    @answers
+    async def SetStreamMetadata(
+        self, request: pb.SetStreamMetadataRequest, context: Context
+    ) -> pb.SetStreamMetadataResponse:
+        principal = self._access.principal(context)
+        stream = stream_name(request.stream, self._limits)
+        self._access.authorize(principal, "delete", category_of(stream))
+        given = request.metadata
+        custom, _ = metadata_json(given.custom, self._limits, "metadata.custom")
+        rules = StreamRules(
+            position_field(given.max_count, "metadata.max_count"),
+            position_field(given.max_age_seconds, "metadata.max_age_seconds"),
+            position_field(given.truncate_before, "metadata.truncate_before"),
+            json.loads(custom),
+        )
+        expected = expectation(request, "expected_metadata_version")
+        version = await self._history.set_rules(stream, rules, expected)
+        if self._scavenger is not None and (rules.expires or rules.truncate_before):
+            self._scavenger.wake()
+        return pb.SetStreamMetadataResponse(metadata_version=version)
+
+    @answers
+    async def GetStreamMetadata(
+        self, request: pb.GetStreamMetadataRequest, context: Context
+    ) -> pb.GetStreamMetadataResponse:
+        principal = self._access.principal(context)
+        stream = stream_name(request.stream, self._limits)
+        self._access.authorize(principal, "read", category_of(stream))
+        found = await self._history.rules(stream)
+        if found is None:
+            return pb.GetStreamMetadataResponse(found=False)
+        rules, version = found
+        return pb.GetStreamMetadataResponse(
+            found=True,
+            metadata=pb.StreamMetadata(
+                max_count=rules.max_count,
+                max_age_seconds=rules.max_age_seconds,
+                truncate_before=rules.truncate_before,
+                custom=rules.custom,
+            ),
+            metadata_version=version,
+        )
