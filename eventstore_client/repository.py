@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import uuid
 from collections import OrderedDict
@@ -17,6 +18,14 @@ from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_client.aggregate import AggregateType, Event, State
 from eventstore_client.client import NewEvent
 from eventstore_client.errors import EventStoreError, WrongExpectedVersionError
+from eventstore_client.personal import (
+    PersonalData,
+    Sealing,
+    open_fields,
+    open_json,
+    seal_fields,
+    seal_json,
+)
 from eventstore_client.store import EventStore
 
 SNAPSHOT_TYPE = "Snapshot"
@@ -64,9 +73,13 @@ class Repository(Generic[State, Event]):
         max_attempts: int = 20,
         cache_size: int = 10_000,
         metadata: Callable[[], Mapping[str, str]] | None = None,
+        personal: PersonalData | None = None,
     ) -> None:
+        """`personal`: the fields of this kind's events and snapshots that hold personal data,
+        sealed with the aggregate's own key (see eventstore_client.personal)."""
         self._client = client
         self._kind = kind
+        self._personal = personal
         self._snapshot_every = snapshot_every
         self._max_attempts = max_attempts
         self._metadata = metadata or dict
@@ -130,17 +143,25 @@ class Repository(Generic[State, Event]):
         kind = self._kind
         state = kind.initial(aggregate_id)
         start = version = read = 0
-        async for item in self._client.load_stream(
-            kind.stream(aggregate_id),
-            as_of_version,
-            {"schema": str(kind.snapshot_schema)},
-            as_of,
-        ):
+        items = [
+            item
+            async for item in self._client.load_stream(
+                kind.stream(aggregate_id),
+                as_of_version,
+                {"schema": str(kind.snapshot_schema)},
+                as_of,
+            )
+        ]
+        opening = await self._opening(aggregate_id, items)
+        for item in items:
             if isinstance(item, pb.Snapshot):
-                state = kind.from_snapshot(json.loads(item.data))
+                values = json.loads(item.data)
+                if opening is not None and self._personal is not None:
+                    values = open_fields(opening, self._personal.in_snapshot, values)
+                state = kind.from_snapshot(values)
                 start = version = item.version
                 continue
-            event = kind.codec.decode(item.type, item.data, item.metadata)
+            event = kind.codec.decode(item.type, self._open(opening, item), item.metadata)
             if event is not None:
                 state = kind.evolve(state, event)
             version, read = item.version, read + 1
@@ -157,10 +178,13 @@ class Repository(Generic[State, Event]):
         """`state` at version `start`, plus the stream's later events (`count` of them, 0: all)."""
         kind = self._kind
         version, read = start, 0
-        async for recorded in self._client.read_stream(
+        later = await self._client.read_stream_list(
             kind.stream(aggregate_id), from_version=start + 1, max_count=count
-        ):
-            event = kind.codec.decode(recorded.type, recorded.data, recorded.metadata)
+        )
+        opening = await self._opening(aggregate_id, later)
+        for recorded in later:
+            data = self._open(opening, recorded)
+            event = kind.codec.decode(recorded.type, data, recorded.metadata)
             if event is not None:
                 state = kind.evolve(state, event)
             version = recorded.version
@@ -187,7 +211,7 @@ class Repository(Generic[State, Event]):
         decided = list(command(initial))
         if not decided:
             return await self._execute(aggregate_id, command, "")
-        events = self._new_events(aggregate_id, decided, "")
+        events = await self._sealed(aggregate_id, self._new_events(aggregate_id, decided, ""))
         try:
             result = await self._client.append(
                 kind.stream(aggregate_id), events, expected_version=0
@@ -197,6 +221,38 @@ class Repository(Generic[State, Event]):
         loaded = Loaded(kind.fold(initial, decided), result.version)
         self._remember(aggregate_id, loaded)
         return Executed(loaded, decided)
+
+    async def _opening(
+        self, aggregate_id: str, items: Sequence[pb.Snapshot | pb.RecordedEvent]
+    ) -> Sealing | None:
+        """The aggregate's key, when something loaded has personal fields (one lookup, only
+        then: most events have none)."""
+        personal = self._personal
+        if personal is None:
+            return None
+        if any(
+            personal.in_snapshot if isinstance(i, pb.Snapshot) else personal.in_event(i.type)
+            for i in items
+        ):
+            return await personal.for_reading(aggregate_id)
+        return None
+
+    def _open(self, opening: Sealing | None, recorded: pb.RecordedEvent) -> bytes:
+        if opening is None or self._personal is None:
+            return recorded.data
+        return open_json(opening, self._personal.in_event(recorded.type), recorded.data)
+
+    async def _sealed(self, aggregate_id: str, events: list[NewEvent]) -> list[NewEvent]:
+        """`events` with their personal fields sealed with the aggregate's key (made on first
+        use; SubjectForgotten once erased)."""
+        personal = self._personal
+        if personal is None or not any(personal.in_event(e.type) for e in events):
+            return events
+        sealing = await personal.for_writing(aggregate_id)
+        return [
+            dataclasses.replace(e, data=seal_json(sealing, personal.in_event(e.type), e.data))
+            for e in events
+        ]
 
     def _new_events(
         self,
@@ -305,6 +361,7 @@ class Repository(Generic[State, Event]):
                 after = Loaded(state, version, loaded.snapshot_version, loaded.events_read)
                 outcomes.append((queued, Executed(after, decided)))
             if events:
+                events = await self._sealed(aggregate_id, events)
                 try:
                     result = await self._client.append(
                         stream, events, expected_version=loaded.version
@@ -346,7 +403,9 @@ class Repository(Generic[State, Event]):
             decided = list(command(loaded.state))
             if not decided:
                 return Executed(loaded, [])
-            events = self._new_events(aggregate_id, decided, causation_id, correlation_id)
+            events = await self._sealed(
+                aggregate_id, self._new_events(aggregate_id, decided, causation_id, correlation_id)
+            )
             try:
                 result = await self._client.append(stream, events, expected_version=loaded.version)
             except WrongExpectedVersionError:
@@ -364,7 +423,12 @@ class Repository(Generic[State, Event]):
 
     async def save_snapshot(self, aggregate_id: str, loaded: Loaded[State]) -> None:
         kind = self._kind
-        data = json.dumps(kind.to_snapshot(loaded.state), separators=(",", ":")).encode()
+        values = dict(kind.to_snapshot(loaded.state))
+        personal = self._personal
+        if personal is not None and any(values.get(f) for f in personal.in_snapshot):
+            sealing = await personal.for_writing(aggregate_id)
+            values = seal_fields(sealing, personal.in_snapshot, values)
+        data = json.dumps(values, separators=(",", ":")).encode()
         await self._client.save_snapshot(
             kind.stream(aggregate_id),
             loaded.version,

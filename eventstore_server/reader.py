@@ -329,7 +329,8 @@ class Reader:
             f"""SELECT h.position AS head, {streams} AS streams, c.subscriber, c.position,
                        (extract(epoch FROM c.updated_at) * 1000000)::int8 AS updated_us,
                        (SELECT events FROM es_scavenge_totals) AS scavenged,
-                       (SELECT count(*) FROM es_scavenge) AS to_scavenge
+                       (SELECT count(*) FROM es_scavenge q
+                          JOIN es_streams s ON s.name = q.name) AS to_scavenge
                   FROM es_head h LEFT JOIN es_checkpoints c ON true
                  ORDER BY c.subscriber"""
         )

@@ -29,6 +29,10 @@ from hosting.advisory_locks import AdvisoryLock
 log = logging.getLogger(__name__)
 
 STREAMS_PER_ROUND = 100
+# After a round, rest this many times as long as it took: the scavenger then uses at most a
+# third of PostgreSQL's time for itself. Measured (`make bench`, 2 cores, 32 callers): back to
+# back (100,000 events removed/s) appends ran at 0.73x of a store with nothing to scavenge.
+REST = 2.0
 
 _QUEUED = """
     SELECT q.name, s.stream_id, s.version,
@@ -91,6 +95,7 @@ class Scavenger:
         is left over, then one burst every `interval` seconds (or when woken)."""
         visited = 0
         while True:
+            started = time.perf_counter()
             try:
                 result = await self.round()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -99,7 +104,7 @@ class Scavenger:
                 result = RoundResult()
             visited += result.visited
             if result.exhausted or (not result.skipped and visited < result.waiting):
-                await asyncio.sleep(0.01)  # appends and reads get in between rounds
+                await asyncio.sleep(max(0.01, (time.perf_counter() - started) * REST))
                 continue
             visited = 0
             self._wake.clear()
@@ -117,9 +122,10 @@ class Scavenger:
                 metrics.SCAVENGE_ROUNDS.labels("skipped").inc()
                 return RoundResult(skipped=True)
             queued = await conn.fetch(_QUEUED, STREAMS_PER_ROUND)
-            # Every group's round waits for this one (and this one for a round in progress),
-            # so no group claims an event that is going, and none keeps rows for it.
-            await conn.execute("SELECT 1 FROM es_groups ORDER BY name FOR UPDATE")
+            if queued:
+                # Every group's round waits for this one (and this one for a round in
+                # progress), so no group claims an event that is going, or keeps rows for it.
+                await conn.execute("SELECT 1 FROM es_groups ORDER BY name FOR UPDATE")
             budget = self._batch
             done: list[str] = []
             kept: list[str] = []
@@ -159,7 +165,10 @@ class Scavenger:
                 done,
                 kept,
             )
-            result.waiting = await conn.fetchval("SELECT count(*) FROM es_scavenge")
+            # (Names with metadata but no stream yet wait without being looked at.)
+            result.waiting = await conn.fetchval(
+                "SELECT count(*) FROM es_scavenge q JOIN es_streams s ON s.name = q.name"
+            )
         metrics.SCAVENGED.inc(result.removed)
         metrics.SCAVENGE_ROUNDS.labels("removed" if result.removed else "nothing").inc()
         metrics.SCAVENGE_SECONDS.observe(time.perf_counter() - started)

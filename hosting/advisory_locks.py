@@ -13,3 +13,4 @@ class AdvisoryLock(IntEnum):
     STORE_WRITER = 7354023980542  # es_append_batch: one writer's batch at a time, all replicas
     STORE_SCAVENGER = 7354023980543  # one replica's scavenge round at a time
     ORDER_VIEW_SETUP = 7354023980601  # order_svc creates its read model's tables under it
+    CUSTOMER_KEYS_SETUP = 7354023980602  # customer_svc creates its keys' table under it

@@ -50,7 +50,14 @@ class CreditReleased:
     amount: int
 
 
-CustomerEvent = CustomerCreated | CreditReserved | CreditLimitExceeded | CreditReleased
+@dataclass(frozen=True)
+class CustomerForgotten:
+    customer_id: str
+
+
+CustomerEvent = (
+    CustomerCreated | CreditReserved | CreditLimitExceeded | CreditReleased | CustomerForgotten
+)
 
 UNKNOWN_CUSTOMER = "unknown customer"
 LIMIT_EXCEEDED = "credit limit exceeded"
@@ -60,7 +67,8 @@ LIMIT_EXCEEDED = "credit limit exceeded"
 class Customer:
     customer_id: str
     exists: bool = False
-    name: str = ""
+    name: str = ""  # personal data: empty once forgotten
+    forgotten: bool = False
     credit_limit: int = 0
     reservations: Mapping[str, int] = field(default_factory=dict)  # order id -> amount held
     refused: frozenset[str] = frozenset()  # orders answered with CreditLimitExceeded
@@ -91,6 +99,8 @@ def evolve(state: Customer, event: CustomerEvent) -> Customer:
         case CreditReleased(order_id=order_id):
             reservations = {k: v for k, v in state.reservations.items() if k != order_id}
             return replace(state, reservations=reservations, released=state.released | {order_id})
+        case CustomerForgotten():
+            return replace(state, name="", forgotten=True)
     raise TypeError(f"not a customer event: {event!r}")
 
 
@@ -131,6 +141,15 @@ def release_credit(state: Customer, order_id: str) -> list[CustomerEvent]:
     return [CreditReleased(state.customer_id, order_id, amount)]
 
 
+def forget(state: Customer) -> list[CustomerEvent]:
+    """Forget the customer's personal data; again: nothing to do."""
+    if not state.exists:
+        raise DomainError("no such customer")
+    if state.forgotten:
+        return []
+    return [CustomerForgotten(state.customer_id)]
+
+
 # Snapshots ------------------------------------------------------------------------------------
 
 
@@ -139,6 +158,7 @@ def to_snapshot(state: Customer) -> dict[str, Any]:
         "customer_id": state.customer_id,
         "exists": state.exists,
         "name": state.name,
+        "forgotten": state.forgotten,
         "credit_limit": state.credit_limit,
         "reservations": dict(state.reservations),
         "refused": sorted(state.refused),
@@ -151,6 +171,7 @@ def from_snapshot(data: Mapping[str, Any]) -> Customer:
         customer_id=data["customer_id"],
         exists=data["exists"],
         name=data["name"],
+        forgotten=data.get("forgotten", False),  # absent from snapshots taken before it
         credit_limit=data["credit_limit"],
         reservations=dict(data["reservations"]),
         refused=frozenset(data["refused"]),
@@ -163,7 +184,8 @@ CUSTOMER: AggregateType[Customer, CustomerEvent] = AggregateType(
     initial=Customer,
     evolve=evolve,
     codec=EventCodec(
-        [CustomerCreated, CreditReserved, CreditLimitExceeded, CreditReleased], CUSTOMER_EVENTS
+        [CustomerCreated, CreditReserved, CreditLimitExceeded, CreditReleased, CustomerForgotten],
+        CUSTOMER_EVENTS,
     ),
     snapshot_schema=1,
     to_snapshot=to_snapshot,

@@ -24,6 +24,7 @@ def to_message(loaded: Loaded[Customer]) -> pb.Customer:
         credit_reserved=c.credit_reserved,
         available_credit=c.available_credit,
         version=loaded.version,
+        forgotten=c.forgotten,
     )
 
 
@@ -53,3 +54,12 @@ class CustomerServicer(pb_grpc.CustomerServiceServicer):
         if not loaded.state.exists:
             raise Refused(grpc.StatusCode.NOT_FOUND, f"no customer {request.customer_id}")
         return to_message(loaded)
+
+    @answers(ERRORS)
+    async def ForgetCustomer(
+        self, request: pb.ForgetCustomerRequest, context: Context
+    ) -> pb.Customer:
+        require_uuid(("customer_id", request.customer_id))
+        if not (await self._customers.get(request.customer_id)).state.exists:
+            raise Refused(grpc.StatusCode.NOT_FOUND, f"no customer {request.customer_id}")
+        return to_message(await self._customers.forget(request.customer_id))

@@ -13,6 +13,7 @@ from customer_svc.domain import customer
 from customer_svc.domain.customer import Customer, CustomerEvent
 from event_contracts.order import ORDER_EVENTS
 from eventstore_client.client import RecordedEvent
+from eventstore_client.personal import SubjectKeys
 from eventstore_client.repository import Loaded, Repository
 from hosting.metrics import EVENTS_SKIPPED
 from hosting.validation import is_uuid
@@ -27,8 +28,11 @@ DECISIONS = {
 
 
 class Customers:
-    def __init__(self, repository: Repository[Customer, CustomerEvent]) -> None:
+    def __init__(
+        self, repository: Repository[Customer, CustomerEvent], keys: SubjectKeys | None = None
+    ) -> None:
         self._repository = repository
+        self._keys = keys
 
     async def create(self, customer_id: str, name: str, credit_limit: int) -> Loaded[Customer]:
         executed = await self._repository.create(
@@ -39,6 +43,15 @@ class Customers:
     async def get(self, customer_id: str, as_of: datetime | None = None) -> Loaded[Customer]:
         """The customer now, or as it was at `as_of`."""
         return await self._repository.load(customer_id, as_of=as_of)
+
+    async def forget(self, customer_id: str) -> Loaded[Customer]:
+        """Forget the customer's personal data: CustomerForgotten first (every replica's
+        cached state drops the name with it), then the key (every sealed name, in every event
+        and snapshot, becomes unreadable). Run again after a failure, it finishes the job."""
+        executed = await self._repository.execute(customer_id, customer.forget)
+        if self._keys is not None:
+            await self._keys.erase(customer_id)
+        return executed.loaded
 
     async def on_order_event(self, event: RecordedEvent) -> None:
         """The saga's customer side: answer each new order once, release cancelled ones."""

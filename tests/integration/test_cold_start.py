@@ -23,7 +23,9 @@ async def test_services_wait_for_the_store_and_postgres_without_exiting() -> Non
     server_url = f"postgresql://postgres@127.0.0.1:{pg_port}/postgres"
     database = server_url.rsplit("/", 1)[0] + "/coldstart"
     store = store_process(database, port=store_port)
-    customers = ServerProcess("customer_svc", ["--eventstore", store.address])
+    customers = ServerProcess(
+        "customer_svc", ["--eventstore", store.address, "--database-url", database]
+    )
     orders = ServerProcess("order_svc", ["--eventstore", store.address, "--database-url", database])
     services = [customers, orders]
     try:

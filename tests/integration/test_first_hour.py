@@ -140,7 +140,9 @@ def test_cli_flags_are_checked_by_name_and_json_is_taken_anywhere(store: ServerP
 def test_pointing_the_cli_at_a_service_says_so(new_database: Callable[[], str]) -> None:
     url = new_database()
     store = store_process(url).start()
-    service = ServerProcess("customer_svc", ["--eventstore", store.address]).start()
+    service = ServerProcess(
+        "customer_svc", ["--eventstore", store.address, "--database-url", url]
+    ).start()
     try:
         answer = cli(service, "stats")
         assert answer.returncode == 1

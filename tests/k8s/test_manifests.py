@@ -30,6 +30,7 @@ CONNECTIONS = {
     ("order", "eventstore", 50051),
     ("eventstore", "postgres", 5432),
     ("order", "postgres", 5432),
+    ("customer", "postgres", 5432),
     ("eventstore", "otel-collector", 4317),
     ("customer", "otel-collector", 4317),
     ("order", "otel-collector", 4317),

@@ -15,6 +15,7 @@ from customer_svc.domain.customer import (
     CustomerCreated,
     DomainError,
     create,
+    forget,
     from_snapshot,
     release_credit,
     reserve_credit,
@@ -86,3 +87,15 @@ def test_codec_round_trip_and_unknown_types() -> None:
     event = CreditReserved("c1", "o1", 5)
     assert CUSTOMER.codec.decode(*CUSTOMER.codec.encode(event)) == event
     assert CUSTOMER.codec.decode("SomethingNewer", b"{}", {}) is None
+
+
+def test_a_forgotten_customer_keeps_its_credit_and_loses_its_name() -> None:
+    created = CUSTOMER.fold(Customer("c1"), [CustomerCreated("c1", "Ada", 1000)])
+    reserved = CUSTOMER.fold(created, reserve_credit(created, "o1", 400))
+    [event] = forget(reserved)
+    gone = CUSTOMER.fold(reserved, [event])
+    assert (gone.name, gone.forgotten, gone.credit_reserved) == ("", True, 400)
+    assert forget(gone) == []  # once is enough
+    assert from_snapshot(to_snapshot(gone)) == gone
+    with pytest.raises(DomainError):
+        forget(Customer("nobody"))

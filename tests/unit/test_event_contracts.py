@@ -38,6 +38,7 @@ CUSTOMER_SAMPLES = [
     customer.CreditReserved("c1", "o1", 250),
     customer.CreditLimitExceeded("c1", "o2", 900, 750, customer.LIMIT_EXCEEDED),
     customer.CreditReleased("c1", "o1", 250),
+    customer.CustomerForgotten("c1"),
 ]
 
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63ustomer/v1/customer.proto\x12\x0b\x63ustomer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"P\n\x15\x43reateCustomerRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x63redit_limit\x18\x03 \x01(\x03\"Y\n\x12GetCustomerRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12.\n\nas_of_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x01\n\x08\x43ustomer\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x63redit_limit\x18\x03 \x01(\x03\x12\x17\n\x0f\x63redit_reserved\x18\x04 \x01(\x03\x12\x18\n\x10\x61vailable_credit\x18\x05 \x01(\x03\x12\x0f\n\x07version\x18\x06 \x01(\x04\x32\xa5\x01\n\x0f\x43ustomerService\x12K\n\x0e\x43reateCustomer\x12\".customer.v1.CreateCustomerRequest\x1a\x15.customer.v1.Customer\x12\x45\n\x0bGetCustomer\x12\x1f.customer.v1.GetCustomerRequest\x1a\x15.customer.v1.Customerb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63ustomer/v1/customer.proto\x12\x0b\x63ustomer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"P\n\x15\x43reateCustomerRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x63redit_limit\x18\x03 \x01(\x03\"Y\n\x12GetCustomerRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12.\n\nas_of_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9a\x01\n\x08\x43ustomer\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x63redit_limit\x18\x03 \x01(\x03\x12\x17\n\x0f\x63redit_reserved\x18\x04 \x01(\x03\x12\x18\n\x10\x61vailable_credit\x18\x05 \x01(\x03\x12\x0f\n\x07version\x18\x06 \x01(\x04\x12\x11\n\tforgotten\x18\x07 \x01(\x08\",\n\x15\x46orgetCustomerRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t2\xf2\x01\n\x0f\x43ustomerService\x12K\n\x0e\x43reateCustomer\x12\".customer.v1.CreateCustomerRequest\x1a\x15.customer.v1.Customer\x12\x45\n\x0bGetCustomer\x12\x1f.customer.v1.GetCustomerRequest\x1a\x15.customer.v1.Customer\x12K\n\x0e\x46orgetCustomer\x12\".customer.v1.ForgetCustomerRequest\x1a\x15.customer.v1.Customerb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,7 +37,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCUSTOMERREQUEST']._serialized_start=158
   _globals['_GETCUSTOMERREQUEST']._serialized_end=247
   _globals['_CUSTOMER']._serialized_start=250
-  _globals['_CUSTOMER']._serialized_end=385
-  _globals['_CUSTOMERSERVICE']._serialized_start=388
-  _globals['_CUSTOMERSERVICE']._serialized_end=553
+  _globals['_CUSTOMER']._serialized_end=404
+  _globals['_FORGETCUSTOMERREQUEST']._serialized_start=406
+  _globals['_FORGETCUSTOMERREQUEST']._serialized_end=450
+  _globals['_CUSTOMERSERVICE']._serialized_start=453
+  _globals['_CUSTOMERSERVICE']._serialized_end=695
 # @@protoc_insertion_point(module_scope)

@@ -78,6 +78,7 @@ class Customer(_message.Message):
     CREDIT_RESERVED_FIELD_NUMBER: _builtins.int
     AVAILABLE_CREDIT_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    FORGOTTEN_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     name: _builtins.str
     credit_limit: _builtins.int
@@ -85,6 +86,8 @@ class Customer(_message.Message):
     available_credit: _builtins.int
     version: _builtins.int
     """the version of the customer's stream"""
+    forgotten: _builtins.bool
+    """ForgetCustomer erased the name (it reads as empty)"""
     def __init__(
         self,
         *,
@@ -94,11 +97,31 @@ class Customer(_message.Message):
         credit_reserved: _builtins.int = ...,
         available_credit: _builtins.int = ...,
         version: _builtins.int = ...,
+        forgotten: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_credit", b"available_credit", "credit_limit", b"credit_limit", "credit_reserved", b"credit_reserved", "customer_id", b"customer_id", "name", b"name", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_credit", b"available_credit", "credit_limit", b"credit_limit", "credit_reserved", b"credit_reserved", "customer_id", b"customer_id", "forgotten", b"forgotten", "name", b"name", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Customer: _TypeAlias = Customer  # noqa: Y015
+
+@_typing.final
+class ForgetCustomerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForgetCustomerRequest: _TypeAlias = ForgetCustomerRequest  # noqa: Y015

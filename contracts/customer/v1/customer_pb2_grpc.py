@@ -44,6 +44,11 @@ class CustomerServiceStub:
                 request_serializer=customer_dot_v1_dot_customer__pb2.GetCustomerRequest.SerializeToString,
                 response_deserializer=customer_dot_v1_dot_customer__pb2.Customer.FromString,
                 _registered_method=True)
+        self.ForgetCustomer = channel.unary_unary(
+                '/customer.v1.CustomerService/ForgetCustomer',
+                request_serializer=customer_dot_v1_dot_customer__pb2.ForgetCustomerRequest.SerializeToString,
+                response_deserializer=customer_dot_v1_dot_customer__pb2.Customer.FromString,
+                _registered_method=True)
 
 
 class CustomerServiceServicer:
@@ -63,6 +68,14 @@ class CustomerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForgetCustomer(self, request, context):
+        """Erases the customer's personal data (GDPR): afterwards the name is found nowhere, in the
+        events, snapshots or read models; the credit figures stay. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CustomerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -74,6 +87,11 @@ def add_CustomerServiceServicer_to_server(servicer, server):
             'GetCustomer': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCustomer,
                     request_deserializer=customer_dot_v1_dot_customer__pb2.GetCustomerRequest.FromString,
+                    response_serializer=customer_dot_v1_dot_customer__pb2.Customer.SerializeToString,
+            ),
+            'ForgetCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetCustomer,
+                    request_deserializer=customer_dot_v1_dot_customer__pb2.ForgetCustomerRequest.FromString,
                     response_serializer=customer_dot_v1_dot_customer__pb2.Customer.SerializeToString,
             ),
     }
@@ -130,6 +148,33 @@ class CustomerService:
             target,
             '/customer.v1.CustomerService/GetCustomer',
             customer_dot_v1_dot_customer__pb2.GetCustomerRequest.SerializeToString,
+            customer_dot_v1_dot_customer__pb2.Customer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/customer.v1.CustomerService/ForgetCustomer',
+            customer_dot_v1_dot_customer__pb2.ForgetCustomerRequest.SerializeToString,
             customer_dot_v1_dot_customer__pb2.Customer.FromString,
             options,
             channel_credentials,

@@ -18,6 +18,10 @@ class CustomerServiceStub:
     """Creates a customer; an empty id means the service picks one, a given id makes it idempotent."""
     GetCustomer: _aio.UnaryUnaryMultiCallable[_customer_pb2.GetCustomerRequest, _customer_pb2.Customer]
     """The customer now, or as it was at `as_of_time` (a temporal query)."""
+    ForgetCustomer: _aio.UnaryUnaryMultiCallable[_customer_pb2.ForgetCustomerRequest, _customer_pb2.Customer]
+    """Erases the customer's personal data (GDPR): afterwards the name is found nowhere, in the
+    events, snapshots or read models; the credit figures stay. Idempotent.
+    """
 
 class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -35,5 +39,15 @@ class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _aio.ServicerContext[_customer_pb2.GetCustomerRequest, _abc.Awaitable[_customer_pb2.Customer]],
     ) -> _abc.Awaitable[_customer_pb2.Customer]:
         """The customer now, or as it was at `as_of_time` (a temporal query)."""
+
+    @_abc_1.abstractmethod
+    def ForgetCustomer(
+        self,
+        request: _customer_pb2.ForgetCustomerRequest,
+        context: _aio.ServicerContext[_customer_pb2.ForgetCustomerRequest, _abc.Awaitable[_customer_pb2.Customer]],
+    ) -> _abc.Awaitable[_customer_pb2.Customer]:
+        """Erases the customer's personal data (GDPR): afterwards the name is found nowhere, in the
+        events, snapshots or read models; the credit figures stay. Idempotent.
+        """
 
 def add_CustomerServiceServicer_to_server(servicer: CustomerServiceServicer, server: _aio.Server) -> None: ...

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ustomer/v1/events.proto\x12\x0b\x63ustomer.v1\"J\n\x0f\x43ustomerCreated\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x63redit_limit\x18\x03 \x01(\x03\"G\n\x0e\x43reditReserved\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\"o\n\x13\x43reditLimitExceeded\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x11\n\tavailable\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"G\n\x0e\x43reditReleased\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ustomer/v1/events.proto\x12\x0b\x63ustomer.v1\"J\n\x0f\x43ustomerCreated\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x63redit_limit\x18\x03 \x01(\x03\"G\n\x0e\x43reditReserved\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\"o\n\x13\x43reditLimitExceeded\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x11\n\tavailable\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"(\n\x11\x43ustomerForgotten\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"G\n\x0e\x43reditReleased\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREDITRESERVED']._serialized_end=188
   _globals['_CREDITLIMITEXCEEDED']._serialized_start=190
   _globals['_CREDITLIMITEXCEEDED']._serialized_end=301
-  _globals['_CREDITRELEASED']._serialized_start=303
-  _globals['_CREDITRELEASED']._serialized_end=374
+  _globals['_CUSTOMERFORGOTTEN']._serialized_start=303
+  _globals['_CUSTOMERFORGOTTEN']._serialized_end=343
+  _globals['_CREDITRELEASED']._serialized_start=345
+  _globals['_CREDITRELEASED']._serialized_end=416
 # @@protoc_insertion_point(module_scope)

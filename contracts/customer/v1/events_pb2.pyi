@@ -112,6 +112,29 @@ class CreditLimitExceeded(_message.Message):
 Global___CreditLimitExceeded: _TypeAlias = CreditLimitExceeded  # noqa: Y015
 
 @_typing.final
+class CustomerForgotten(_message.Message):
+    """The customer asked to be forgotten: their personal fields (the name) are erased for ever,
+    in every earlier event and snapshot (their key is gone); the credit figures stay. Version 1.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerForgotten: _TypeAlias = CustomerForgotten  # noqa: Y015
+
+@_typing.final
 class CreditReleased(_message.Message):
     """An order's reservation was released (the order was cancelled). Version 1."""
 
