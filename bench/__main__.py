@@ -45,7 +45,12 @@ async def main_async(config: Config, only: list[str]) -> None:
             if r["target"] is not None:
                 state = "met" if r["met"] else "MISSED"
                 shown = f"{r['scenario']} {r['params']}"
-                print(f"target {state}: {shown} {r['ratio']:.2f} (target {r['target']})")
+                if r.get("kind") in ("absolute", "absolute_min"):
+                    bound = "at most" if r["kind"] == "absolute" else "at least"
+                    measured = f"{r['ours']:.2f} {r['metric']}"
+                    print(f"target {state}: {shown} {measured} ({bound} {r['target']})")
+                else:
+                    print(f"target {state}: {shown} {r['ratio']:.2f}x (target {r['target']}x)")
 
 
 def main() -> None:

@@ -287,3 +287,34 @@ async def test_a_group_steps_over_scavenged_events(
             receiving.cancel()
         delivered = [(d.event.stream, d.event.version) for d in got]
         assert sorted(delivered) == [(gone, 1), (kept, 1), (kept, 2)]
+
+
+async def test_two_replicas_scavenge_in_turns_and_count_each_event_once(
+    new_database: Callable[[], str],
+) -> None:
+    url = new_database()
+    flags = ("--scavenge-interval", "0.05", "--scavenge-batch", "40")
+    replicas = [store_process(url, *flags).start(), store_process(url, *flags).start()]
+    try:
+        async with (
+            EventStoreClient(replicas[0].address) as one,
+            EventStoreClient(replicas[1].address) as two,
+        ):
+            names = [unique("turns") for _ in range(3)]
+            for name in names:
+                await one.append(name, [NewEvent("A") for _ in range(100)])
+            for name in names:
+                await two.delete_stream(name, tombstone=True)
+            kept = unique("kept")
+            for i in range(20):  # appends go on meanwhile, through either replica
+                await (one if i % 2 else two).append(kept, events("K"))
+
+            async def gone() -> bool:
+                return all([await rows_of(url, name) == 0 for name in names])
+
+            await eventually(gone)
+            assert (await one.stats()).events_scavenged == 300
+            assert len(await two.read_stream_list(kept)) == 20
+    finally:
+        for replica in replicas:
+            replica.stop()

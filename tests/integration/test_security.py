@@ -313,6 +313,26 @@ async def test_consumer_groups_need_admin_to_manage_and_subscribe_to_consume(
         await customers.delete_group(group)
 
 
+async def test_deleting_and_retention_need_delete_and_reading_metadata_needs_read(
+    secure_store: SecureStore,
+) -> None:
+    denied = grpc.StatusCode.PERMISSION_DENIED
+    stream = f"order-{uuid.uuid4()}"
+    async with secure_store.client("order_svc") as orders:
+        await orders.append(stream, [NewEvent("OrderCreated")])
+        assert await code_of(orders.delete_stream(stream)) == denied
+        assert await code_of(orders.delete_stream(stream, tombstone=True)) == denied
+        assert await code_of(orders.set_stream_metadata(stream, max_count=1)) == denied
+        assert await orders.get_stream_metadata(stream) is None  # `read` on order
+    async with secure_store.client("customer_svc") as customers:
+        assert await code_of(customers.get_stream_metadata("operatoronly-1")) == denied
+    assert await stream_events(secure_store, stream) == 1  # nothing changed
+    async with secure_store.client("operator") as operator:
+        assert await operator.set_stream_metadata(stream, max_count=1) == 1
+        await operator.delete_stream(stream)
+    assert await stream_events(secure_store, stream) == 0
+
+
 async def test_an_append_session_checks_each_append_against_the_policy(
     secure_store: SecureStore,
 ) -> None:
