@@ -63,9 +63,9 @@ kind-load:  ## build the image and the e2e test image, and load them into the cl
 	docker build -f e2e.Dockerfile -t $(E2E_IMAGE) .
 	kind load docker-image $(IMAGE) $(E2E_IMAGE) --name $(KIND_CLUSTER)
 
-kind-deploy: $(STAMP)  ## create the database credentials once, apply the kind overlay, wait for every rollout
+kind-deploy: $(STAMP)  ## the database credentials once, the kind overlay (SECURE=1: with security on), every rollout
 	KUBECTL="$(KUBECTL)" $(BIN)/python -m tools.credentials
-	$(KUBECTL) apply -k k8s/overlays/kind
+	$(KUBECTL) apply -k k8s/overlays/$(if $(SECURE),kind-secure,kind)
 	$(KUBECTL) -n eventstore rollout status statefulset/postgres --timeout=180s
 	for d in eventstore customer order otel-collector jaeger; do \
 		$(KUBECTL) -n eventstore rollout status deployment/$$d --timeout=180s || exit 1; done

@@ -19,6 +19,7 @@ OVERLAYS = {
     "base": ROOT / "k8s" / "base",
     "kind": ROOT / "k8s" / "overlays" / "kind",
     "secure": ROOT / "k8s" / "overlays" / "secure",
+    "kind-secure": ROOT / "k8s" / "overlays" / "kind-secure",
 }
 # Not a deployment of the system: the in-cluster test Job (`make kind-test`), applied after one.
 KUSTOMIZATIONS = {**OVERLAYS, "e2e": ROOT / "k8s" / "e2e"}

@@ -67,7 +67,7 @@ def test_the_system_is_all_there() -> None:
     assert pdb["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "eventstore"}
 
 
-DEPLOYED = ["kind", "secure"]  # the overlays that are applied as they are
+DEPLOYED = ["kind", "secure", "kind-secure"]  # the overlays that are applied as they are
 # Secrets the secure overlay expects the operator to create (README, "Security on Kubernetes").
 OPERATOR_SECRETS = {
     "eventstore-tls": {"tls.crt", "tls.key", "ca.crt"},
@@ -142,7 +142,7 @@ def test_config_and_secret_references_exist(overlay: str) -> None:
         for s in objects(overlay, "Secret")
     }
     secrets[credentials.SECRET] = dict.fromkeys(credentials.KEYS, "")  # made outside k8s/
-    if overlay == "secure":
+    if overlay in ("secure", "kind-secure"):
         secrets |= {name: dict.fromkeys(keys, "") for name, keys in OPERATOR_SECRETS.items()}
     for _, _, spec in pod_specs(overlay):
         for volume in spec.get("volumes", []):
@@ -376,3 +376,16 @@ def test_the_test_job_is_admitted_where_a_client_is_and_never_to_postgres() -> N
     ]:
         assert admitted(component, port), component
     assert not admitted("postgres", 5432)
+
+
+def test_the_secure_overlay_on_kind_is_the_kind_overlay_with_security_on() -> None:
+    """Same workloads, with the locally built image (the secure overlay names a registry's)."""
+    kind, secure = render("kind"), render("kind-secure")
+    assert {(o["kind"], o["metadata"]["name"]) for o in kind} <= {
+        (o["kind"], o["metadata"]["name"]) for o in secure
+    }
+    for component in APPS:
+        [container] = workload("kind-secure", component)["spec"]["template"]["spec"]["containers"]
+        [on_kind] = workload("kind", component)["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == on_kind["image"] == "pg-eventstore:dev"
+        assert "health" in {p["name"] for p in container["ports"]}  # the secure probes' port
