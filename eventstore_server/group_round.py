@@ -63,13 +63,32 @@ async def run_round(
     statements: it runs after every answer, so every round trip counts."""
     result = RoundResult()
     name = settings.name
+    # The group's row locked (rounds of every replica take turns), and the acks applied in the
+    # same statement: the lock comes first (the acks' subquery needs it), and an ack touches
+    # only its member's in-flight row, which PostgreSQL re-checks if another round changed it.
     group = await conn.fetchrow(
-        """SELECT g.checkpoint, g.deliveries, h.position AS head
-             FROM es_groups g, es_head h WHERE g.name = $1 FOR UPDATE OF g""",
+        """WITH g AS (
+               SELECT g.checkpoint, g.deliveries, h.position AS head
+                 FROM es_groups g, es_head h WHERE g.name = $1 FOR UPDATE OF g
+           ), acked AS (
+               UPDATE es_group_events e SET state = 2, member = NULL, deadline = NULL
+                 FROM unnest($2::bigint[], $3::uuid[]) AS a(position, member)
+                WHERE EXISTS (SELECT 1 FROM g)
+                  AND e.group_name = $1 AND e.position = a.position AND e.member = a.member
+                  AND e.state = 1
+               RETURNING e.position
+           )
+           SELECT g.checkpoint, g.deliveries, g.head, (SELECT count(*) FROM acked) AS acked
+             FROM g""",
         name,
+        [p for p, _ in answers.acks],
+        [s for _, s in answers.acks],
     )
     if group is None:
         return RoundResult(exists=False)
+    result.acked = group["acked"]
+    result.ignored += len(answers.acks) - result.acked
+    result.changed |= bool(result.acked)
     await _apply_answers(conn, settings, answers, result)
     head: int = group["head"]
     checkpoint: int = group["checkpoint"]
@@ -85,26 +104,14 @@ async def run_round(
 
     new_checkpoint = _checkpoint(window, rows, checkpoint, head)
     epoch = group["deliveries"]
-    if chosen:
-        result.claims = await _claim(conn, settings, chosen, members, epoch)
     result.changed |= new_checkpoint != checkpoint
-    if new_checkpoint != checkpoint or chosen:
-        # The checkpoint, the epoch, the rows it passed, and the NOTIFY: one statement.
-        await conn.execute(
-            """WITH done AS (
-                   DELETE FROM es_group_events
-                    WHERE group_name = $1 AND position <= $2 AND state IN (2, 3) AND $2 > $4
-               ), moved AS (
-                   UPDATE es_groups SET checkpoint = $2, deliveries = $3 WHERE name = $1
-               )
-               SELECT pg_notify('es_groups', $5) WHERE $6""",
-            name,
-            new_checkpoint,
-            epoch + len(chosen),
-            checkpoint,
-            f"{name} {replica}",
-            result.changed,
-        )
+    # The checkpoint, the epoch, the rows it passed, and the NOTIFY (with the claims, if any):
+    # one statement.
+    move = (new_checkpoint, epoch + len(chosen), checkpoint, f"{name} {replica}", result.changed)
+    if chosen:
+        result.claims = await _claim(conn, settings, chosen, members, epoch, move)
+    elif new_checkpoint != checkpoint:
+        await conn.execute(f"WITH {_MOVE} SELECT 1", name, *move)
     elif result.changed:
         await _notify(conn, settings, replica)
     # Wake for the next ack deadline or retry time still to come (what is due now and was not
@@ -206,21 +213,8 @@ def _choose(
 async def _apply_answers(
     conn: Connection, settings: GroupSettings, answers: Answers, result: RoundResult
 ) -> None:
+    """Nacks and members that left (acks come with the round's first statement)."""
     name = settings.name
-    if answers.acks:
-        acked = await conn.fetch(
-            """UPDATE es_group_events g SET state = 2, member = NULL, deadline = NULL
-                 FROM unnest($2::bigint[], $3::uuid[]) AS a(position, member)
-                WHERE g.group_name = $1 AND g.position = a.position AND g.member = a.member
-                  AND g.state = 1
-            RETURNING g.position""",
-            name,
-            [p for p, _ in answers.acks],
-            [s for _, s in answers.acks],
-        )
-        result.acked = len(acked)
-        result.ignored += len(answers.acks) - len(acked)
-        result.changed |= bool(acked)
     for position, session, park, reason in answers.nacks:
         row = await conn.fetchrow(
             """SELECT attempts FROM es_group_events
@@ -290,14 +284,27 @@ async def _retry_or_park(
     return State.WAITING
 
 
+# CTEs that move the checkpoint to $2 (from $4), set the epoch to $3 and NOTIFY $5 if $6; the
+# group's name is $1. Data-modifying CTEs run whether the statement reads them or not.
+_MOVE = """done AS (
+        DELETE FROM es_group_events
+         WHERE group_name = $1 AND position <= $2 AND state IN (2, 3) AND $2 > $4
+    ), moved AS (
+        UPDATE es_groups SET checkpoint = $2, deliveries = $3 WHERE name = $1
+        RETURNING CASE WHEN $6 THEN pg_notify('es_groups', $5) END
+    )"""
+
+
 async def _claim(
     conn: Connection,
     settings: GroupSettings,
     chosen: list[tuple[int, str]],
     members: Sequence[Capacity],
     epoch: int,
+    move: tuple[int, int, int, str, bool],
 ) -> list[Claim]:
-    """Give the chosen events to the local members, least loaded first, and record them."""
+    """Give the chosen events to the local members, least loaded first, and record them, with
+    the checkpoint's move (`_MOVE`'s parameters after the name)."""
     free = {m.session: m.free for m in members}
     sessions: list[uuid.UUID] = []
     for _ in chosen:
@@ -305,12 +312,12 @@ async def _claim(
         free[session] -= 1
         sessions.append(session)
     rows = await conn.fetch(
-        f"""WITH claimed AS (
+        f"""WITH {_MOVE}, claimed AS (
             INSERT INTO es_group_events AS g
                 (group_name, position, stream, state, attempts, member, epoch, deadline)
-            SELECT $1, c.position, c.stream, 1, 1, c.member, $5 + c.n,
+            SELECT $1, c.position, c.stream, 1, 1, c.member, $10 + c.n,
                    now() + interval '{settings.ack_timeout_ms} milliseconds'
-              FROM unnest($2::bigint[], $3::text[], $4::uuid[])
+              FROM unnest($7::bigint[], $8::text[], $9::uuid[])
                    WITH ORDINALITY AS c(position, stream, member, n)
             ON CONFLICT (group_name, position) DO UPDATE
             SET state = 1, attempts = g.attempts + 1, member = EXCLUDED.member,
@@ -321,6 +328,7 @@ async def _claim(
           FROM claimed c JOIN es_events e ON e.position = c.position
          ORDER BY c.position""",
         settings.name,
+        *move,
         [p for p, _ in chosen],
         [s for _, s in chosen],
         sessions,
