@@ -120,6 +120,20 @@ class Access:
                 return names[0].decode()
         raise Unauthenticated("credentials are required: a bearer token or a client certificate")
 
+    def principal_of_token(self, token: str | None) -> str:
+        """Who presents `token` (the web console's sign-in); Unauthenticated when tokens are
+        required and it is missing or unknown. With client certificates alone, nobody: the
+        console has no certificate to check."""
+        if not self.enabled:
+            return ANONYMOUS
+        principal = self._tokens.principal(token) if self._tokens and token else None
+        if principal is None:
+            raise Unauthenticated("a valid token is required")
+        return principal
+
+    def allows(self, principal: str, operation: str, name: str) -> bool:
+        return self._policy is None or self._policy.allows(principal, operation, name)
+
     def authorize(self, principal: str, operation: str, name: str) -> None:
         """PermissionDenied unless `principal` may perform `operation` on `name` (a category,
         a subscriber name, or ALL_STREAMS)."""

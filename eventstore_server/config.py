@@ -54,6 +54,8 @@ class Settings:
     tls_client_ca: str = ""  # PEM CA: require client certificates it signed (mutual TLS)
     tokens_file: str = ""  # lines `principal token`: require a bearer token
     policy_file: str = ""  # JSON grants per principal (see eventstore_server/access.py)
+    console_listen: str = ""  # HOST:PORT of the web console (empty: off)
+    console_trace_link: str = ""  # a trace id's URL, with {trace_id} (Jaeger's, say)
     scavenge_interval: float = 30.0  # seconds between scavenge rounds with nothing left (0: off)
     scavenge_batch: int = 2000  # events removed per scavenge round, at most
     limits: Limits = field(default_factory=Limits)
@@ -81,6 +83,8 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("tls_client_ca", "EVENTSTORE_TLS_CLIENT_CA", str, "PEM CA: require client certificates"),
     ("tokens_file", "EVENTSTORE_TOKENS_FILE", str, "file of `principal token` lines"),
     ("policy_file", "EVENTSTORE_POLICY_FILE", str, "JSON grants per principal"),
+    ("console_listen", "EVENTSTORE_CONSOLE_LISTEN", str, "HOST:PORT of the web console"),
+    ("console_trace_link", "EVENTSTORE_CONSOLE_TRACE_LINK", str, "trace URL with {trace_id}"),
     ("scavenge_interval", "EVENTSTORE_SCAVENGE_INTERVAL", float, "seconds between scavenges"),
     ("scavenge_batch", "EVENTSTORE_SCAVENGE_BATCH", int, "events removed per round, at most"),
 ]

@@ -157,6 +157,18 @@ class Reader:
         value: int = await self._pool.fetchval("SELECT position FROM es_head")
         return value
 
+    async def streams(self, prefix: str, after: str, limit: int) -> list[asyncpg.Record]:
+        """Streams (name, category, version) whose name starts with `prefix`, in name order,
+        after the name `after` (paging)."""
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        return await self._pool.fetch(
+            """SELECT name, category, version, tombstoned, version <= deleted_through AS deleted
+                 FROM es_streams WHERE name LIKE $1 AND name > $2 ORDER BY name LIMIT $3""",
+            pattern,
+            after,
+            limit,
+        )
+
     async def stream_view(self, stream: str) -> StreamView | None:
         """The stream's visible window; None when it does not exist."""
         row = await self._pool.fetchrow(_STREAM_VIEW, stream)

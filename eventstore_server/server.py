@@ -14,6 +14,8 @@ from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_server import metrics, schema
 from eventstore_server.access import Access
 from eventstore_server.config import Settings
+from eventstore_server.console import Console
+from eventstore_server.console import serve as console_serve
 from eventstore_server.groups import GroupManager
 from eventstore_server.reader import Reader
 from eventstore_server.scavenger import Scavenger
@@ -155,6 +157,12 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     health_task = asyncio.create_task(
         _watch_health(reader, health_servicer, settings.health_interval)
     )
+    console_runner = None
+    if settings.console_listen:
+        console = Console(reader, tail, access, groups, settings.console_trace_link)
+        console_runner = await console_serve(console, settings.console_listen, tls)
+        scheme = "https" if tls else "http"
+        print(f"console at {scheme}://{settings.console_listen}/", flush=True)
     host = settings.listen.rsplit(":", 1)[0]
     security = "TLS" if tls else "plaintext"
     if tls and tls.client_ca_file:
@@ -172,7 +180,9 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     if scavenging is not None:
         scavenging.cancel()
     await groups.close()
-    await tail.close()
+    await tail.close()  # live subscriptions end, the console's too
+    if console_runner is not None:
+        await console_runner.cleanup()
     await server.stop(settings.shutdown_grace)
     if health_server is not None:
         await health_server.stop(0)

@@ -104,6 +104,8 @@ def _kube_play_objects(database_port: int, otlp: str) -> tuple[list[dict[str, An
     for item in container["env"]:
         if item["name"] == "DATABASE_URL":
             item["value"] = item["value"].replace("@postgres:5432/", f"@127.0.0.1:{database_port}/")
+        if item["name"] == "EVENTSTORE_CONSOLE_LISTEN":  # the host's network: any free port
+            item["value"] = "127.0.0.1:0"
     [config] = [
         copy.deepcopy(o)
         for o in render("kind")

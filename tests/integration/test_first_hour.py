@@ -241,6 +241,7 @@ def test_make_run_as_root_in_a_private_directory(tmp_path: Path) -> None:
                 "ORDER_PORT",
                 "LOCALPG_PORT",
                 "OTLP_PORT",
+                "CONSOLE_PORT",
             )
         }
         env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | ports
@@ -268,6 +269,7 @@ def test_make_run_as_root_in_a_private_directory(tmp_path: Path) -> None:
         text = log.read_text()
         assert code == 0, text
         assert "links there" in text  # where the data went, and why
+        assert f"console at http://127.0.0.1:{ports['CONSOLE_PORT']}/" in text
         assert (clone / ".run" / "pgdata").is_symlink()
         for noise in ("Traceback", "joining again", "resubscribing"):
             assert noise not in text, text
