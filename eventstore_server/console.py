@@ -20,13 +20,15 @@ import html
 import json
 import secrets
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from datetime import UTC
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_server.access import ALL_STREAMS, Access
@@ -73,8 +75,12 @@ class Console:
         access: Access,
         groups: GroupManager | None = None,
         trace_link: str = "",
+        health_interval: float = 2.0,
     ) -> None:
-        """`trace_link`: a URL template for a trace id (`{trace_id}`), e.g. Jaeger's."""
+        """`trace_link`: a URL template for a trace id (`{trace_id}`), e.g. Jaeger's.
+        `health_interval`: how often replicas report (three missed reports: down)."""
+        self._health_interval = health_interval
+        self._samples: list[tuple[float, int, float]] = []  # (time, head, events read here)
         self._reader = reader
         self._tail = tail
         self._access = access
@@ -189,13 +195,30 @@ class Console:
         principal = self._principal(request)
         self._check(principal, "stats", ALL_STREAMS)
         stats = await self._reader.stats()
+        appends, reads = self._rates(stats.head_position)
         cards = [
-            ("head position", stats.head_position),
-            ("events", stats.head_position - stats.events_scavenged),
-            ("streams", stats.streams),
-            ("events scavenged", stats.events_scavenged),
+            ("head position", f"{stats.head_position:,}"),
+            ("events", f"{stats.head_position - stats.events_scavenged:,}"),
+            ("streams", f"{stats.streams:,}"),
+            ("events scavenged", f"{stats.events_scavenged:,}"),
+            ("appended/s, all replicas", appends),
+            ("read/s, this replica", reads),
         ]
-        body = "".join(f'<div class="card">{esc(k)}<b>{v:,}</b></div>' for k, v in cards)
+        body = "".join(f'<div class="card">{esc(k)}<b>{esc(v)}</b></div>' for k, v in cards)
+        down_after = 3 * self._health_interval
+        body += "<h2>Store replicas</h2>" + _table(
+            ["replica", "serves", "started", "health"],
+            [
+                [
+                    esc(r["replica"][:12]),
+                    esc(r["address"]),
+                    esc(r["started_at"].isoformat(timespec="seconds")),
+                    "up" if r["silent_s"] < down_after else f"silent for {r['silent_s']:.0f} s",
+                ]
+                for r in await self._reader.replicas()
+            ],
+            "No replica has reported yet.",
+        )
         body += "<h2>Durable subscribers</h2>" + _table(
             ["subscriber", "position", "lag", "updated"],
             [
@@ -205,6 +228,21 @@ class Console:
             "No durable subscribers.",
         )
         return self._page(request, "Overview", body)
+
+    def _rates(self, head: int) -> tuple[str, str]:
+        """Events appended (the head's move) and read here per second, since the oldest of
+        the samples kept from the last minute of overview requests ("-" with only one)."""
+        now = time.monotonic()
+        read = sum(
+            REGISTRY.get_sample_value("eventstore_read_events_total", {"rpc": rpc}) or 0.0
+            for rpc in ("ReadStream", "ReadAll", "Subscribe")
+        )
+        self._samples = [s for s in self._samples if now - s[0] < 60] + [(now, head, read)]
+        first = self._samples[0]
+        if now - first[0] < 1:
+            return "-", "-"
+        elapsed = now - first[0]
+        return f"{(head - first[1]) / elapsed:,.1f}", f"{(read - first[2]) / elapsed:,.1f}"
 
     async def streams(self, request: web.Request) -> web.Response:
         principal = self._principal(request)
@@ -237,11 +275,15 @@ class Console:
         name = request.match_info["name"]
         self._check(principal, "read", category_of(name))
         before = _number(request.query.get("before", "0"))
+        version = _number(request.query.get("version", "0"))  # as of a version: it and earlier
+        before = version + 1 if version else before
+        as_of_text = request.query.get("as_of", "").strip()
+        as_of = _moment(as_of_text)
         start = max(before - 1, 0) if before else 0
         if before == 1:
             events: list[pb.RecordedEvent] = []
         else:
-            pages = self._reader.read_stream(name, start, PAGE_EVENTS, True)
+            pages = self._reader.read_stream(name, start, PAGE_EVENTS, True, as_of)
             events = [e async for page in pages for e in _decoded(page.records)]
         rows = [
             [
@@ -254,12 +296,19 @@ class Console:
             ]
             for e in events
         ]
-        body = _table(
+        here = f"/streams/{quote(name, safe='')}"
+        body = f"""<form method="get" action="{esc(here)}"><label>As of version
+<input name="version" inputmode="numeric" size="8"></label> <label>or time (ISO 8601, UTC)
+<input name="as_of" value="{esc(as_of_text)}" placeholder="2026-11-30T23:59:59"></label>
+<button>Show</button></form>"""
+        if as_of_text and as_of is None:
+            body += f'<p class="error">{esc(as_of_text)} is not an ISO 8601 time</p>'
+        body += _table(
             ["position", "version", "type", "recorded", "metadata", "data"], rows, "No events."
         )
         if events and events[-1].version > 1:
-            older = f"/streams/{quote(name, safe='')}?before={events[-1].version}"
-            body += f'<p><a href="{esc(older)}">Older events</a></p>'
+            query = urlencode({"before": events[-1].version, "as_of": as_of_text})
+            body += f'<p><a href="{esc(here)}?{esc(query)}">Older events</a></p>'
         return self._page(request, name, body)
 
     def _metadata(self, metadata: dict[str, str]) -> str:
@@ -400,6 +449,17 @@ document.body.dataset.rows = document.currentScript.dataset.rows;
 
 def _decoded(records: bytes) -> Iterable[pb.RecordedEvent]:
     return pb.ReadAllResponse.FromString(records).events
+
+
+def _moment(text: str) -> datetime | None:
+    """An ISO 8601 time (without a zone: UTC); None for none or for one that is not."""
+    try:
+        moment = datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+    if moment is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment
 
 
 def _n(value: int) -> str:

@@ -367,6 +367,26 @@ class Reader:
             ],
         )
 
+    async def seen(self, replica: str, address: str, started: datetime) -> None:
+        """This replica is up (es_replicas); replicas gone for a day are forgotten."""
+        await self._pool.execute(
+            """WITH gone AS (DELETE FROM es_replicas WHERE seen_at < now() - interval '1 day')
+               INSERT INTO es_replicas (replica, address, started_at, seen_at)
+               VALUES ($1, $2, $3, now())
+               ON CONFLICT (replica) DO UPDATE SET seen_at = now()""",
+            replica,
+            address,
+            started,
+        )
+
+    async def replicas(self) -> list[asyncpg.Record]:
+        """Every store replica seen in the last day: address, started, seconds since seen."""
+        return await self._pool.fetch(
+            """SELECT replica, address, started_at,
+                      extract(epoch FROM now() - seen_at)::float8 AS silent_s
+                 FROM es_replicas ORDER BY started_at"""
+        )
+
     async def checkpoint(self, subscriber: str) -> int | None:
         value: int | None = await self._pool.fetchval(
             "SELECT position FROM es_checkpoints WHERE subscriber = $1", subscriber

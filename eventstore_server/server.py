@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime
 
 import asyncpg
 import grpc
@@ -96,14 +97,19 @@ def _export(stats: pb.GetStatsResponse) -> None:
 
 
 async def _watch_health(
-    reader: Reader, servicer: health.aio.HealthServicer, interval: float
+    reader: Reader,
+    servicer: health.aio.HealthServicer,
+    interval: float,
+    replica: tuple[str, str, datetime],
 ) -> None:
-    """SERVING only while the database answers. The same query feeds the gauges."""
+    """SERVING only while the database answers. The same query feeds the gauges; `replica`
+    (id, address, start) is recorded as seen with each good check, for the console."""
     last = None
     while True:
         try:
             stats = reader.stats(count_streams=False)  # every interval: no table scan
             _export(await asyncio.wait_for(stats, timeout=max(interval, 1.0)))
+            await asyncio.wait_for(reader.seen(*replica), timeout=max(interval, 1.0))
             status = health_pb2.HealthCheckResponse.SERVING
         except Exception as exc:
             status = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -155,11 +161,18 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     if settings.health_listen:
         health_server = await health_only_server(settings.health_listen, health_servicer)
     health_task = asyncio.create_task(
-        _watch_health(reader, health_servicer, settings.health_interval)
+        _watch_health(
+            reader,
+            health_servicer,
+            settings.health_interval,
+            (groups.replica, settings.listen, datetime.now(UTC)),
+        )
     )
     console_runner = None
     if settings.console_listen:
-        console = Console(reader, tail, access, groups, settings.console_trace_link)
+        console = Console(
+            reader, tail, access, groups, settings.console_trace_link, settings.health_interval
+        )
         console_runner = await console_serve(console, settings.console_listen, tls)
         scheme = "https" if tls else "http"
         print(f"console at {scheme}://{settings.console_listen}/", flush=True)

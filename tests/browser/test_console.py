@@ -224,3 +224,26 @@ def test_without_a_token_nothing_is_shown(console: Console) -> None:
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: object, **kwargs: object) -> None:
         return None
+
+
+async def test_the_overview_shows_counts_rates_and_replicas(
+    console: Console, browser: object
+) -> None:
+    page = await signed_in(browser, console, "operator")
+    await page.reload()  # type: ignore[attr-defined]  # a second sample: the rates are shown
+    text = await page.inner_text("main")  # type: ignore[attr-defined]
+    assert "head position" in text and "appended/s, all replicas" in text
+    replicas = await page.inner_text("h2:has-text('Store replicas') + table")  # type: ignore[attr-defined]
+    assert console.store.address in replicas and "up" in replicas
+
+
+async def test_a_stream_as_it_was(console: Console, browser: object) -> None:
+    stream = f"order-{uuid.uuid4().hex[:8]}"
+    async with console.client() as client:
+        await client.append(stream, [NewEvent.json("First", {}), NewEvent.json("Second", {})])
+    page = await signed_in(browser, console, "viewer")
+    await page.goto(f"{console.url}/streams/{stream}")  # type: ignore[attr-defined]
+    await page.fill("input[name=version]", "1")  # type: ignore[attr-defined]
+    await page.press("input[name=version]", "Enter")  # type: ignore[attr-defined]  # by keyboard
+    text = await page.inner_text("table")  # type: ignore[attr-defined]
+    assert "First" in text and "Second" not in text
