@@ -331,7 +331,8 @@ class Console:
         body = f"""<form method="get" action="/live"><label>Category
 <input name="category" value="{esc(category)}"></label> <label>Type
 <input name="type" value="{esc(kind)}"></label> <button>Follow</button></form>
-<p><button id="pause" type="button">Pause</button> <span id="state" class="muted">live</span>
+<p><button id="pause" type="button">Pause</button>
+<span id="state" class="muted">connecting</span>
 <span class="muted"> (new events appear as they commit; the latest {LIVE_ROWS} stay)</span></p>
 <table><thead><tr><th>position</th><th>recorded</th><th>stream</th><th>type</th><th>data</th>
 </tr></thead><tbody id="rows"></tbody></table>
@@ -347,11 +348,13 @@ document.body.dataset.rows = document.currentScript.dataset.rows;
         category = request.query.get("category", "")
         kind = request.query.get("type", "")
         self._check(principal, "subscribe", category or ALL_STREAMS)
+        target = Target(category=category, types=frozenset([kind] if kind else []))
+        # The head before the headers go out: what commits once the page sees the feed open
+        # is after it, and shown.
+        head = await self._reader.head()
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         response.headers["Cache-Control"] = "no-store"
         await response.prepare(request)
-        target = Target(category=category, types=frozenset([kind] if kind else []))
-        head = await self._reader.head()
         responses = subscribe(self._reader, self._tail, target, head, PAGE_EVENTS)
         # Ends when the store stops or the page goes away.
         with contextlib.suppress(ShuttingDown, ConnectionResetError):

@@ -6,6 +6,8 @@ document.getElementById('pause').addEventListener('click', (e) => {
   state.textContent = paused ? 'paused' : 'live';
 });
 const source = new EventSource(document.body.dataset.feed);
+source.onopen = () => { if (!paused) state.textContent = 'live'; };
+source.onerror = () => { state.textContent = 'reconnecting'; };
 source.onmessage = (m) => {
   if (paused) return;
   const e = JSON.parse(m.data), tr = document.createElement('tr');

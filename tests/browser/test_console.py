@@ -146,7 +146,7 @@ async def test_a_live_event_appears_within_a_second(console: Console, browser: o
     category = f"live{uuid.uuid4().hex[:8]}"
     page = await signed_in(browser, console, "viewer")
     await page.goto(f"{console.url}/live?category={category}")  # type: ignore[attr-defined]
-    await page.wait_for_timeout(300)  # type: ignore[attr-defined]  # the feed connects
+    await page.wait_for_selector("#state:text('live')")  # type: ignore[attr-defined]  # open
     async with console.client() as client:
         appended = time.monotonic()
         await client.append(f"{category}-1", [NewEvent.json("Shipped", {"box": 7})])
