@@ -87,3 +87,32 @@ async def store_ready(name: str, channel: grpc.aio.Channel, period: float = 10.0
             said = time.monotonic()
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)
+
+
+class AttachedPool:
+    """Base of a service's own store in PostgreSQL (a read model, a key table): it gets its
+    pool once PostgreSQL answers, since a service serves health before that (`attach`, which
+    runs `setup`), and closes it on the way out."""
+
+    what = "the database"  # for the error when used too early
+
+    def __init__(self, pool: asyncpg.Pool | None = None) -> None:
+        self._pool_or_none = pool
+
+    @property
+    def _pool(self) -> asyncpg.Pool:
+        if self._pool_or_none is None:
+            raise RuntimeError(f"{self.what} is not connected yet")
+        return self._pool_or_none
+
+    async def attach(self, pool: asyncpg.Pool) -> None:
+        """Use `pool`, creating what the store needs in it (`setup`)."""
+        self._pool_or_none = pool
+        await self.setup()
+
+    async def setup(self) -> None:
+        """Create the store's schema and tables if needed (idempotent)."""
+
+    async def close(self) -> None:
+        if self._pool_or_none is not None:
+            await self._pool_or_none.close()

@@ -10,23 +10,18 @@ import asyncpg
 
 from eventstore_client.personal import SubjectForgotten
 from hosting.advisory_locks import AdvisoryLock
+from hosting.database import AttachedPool
 
 
-class PostgresSubjectKeys:
+class PostgresSubjectKeys(AttachedPool):
+    what = "the keys' database"
+
     def __init__(self, pool: asyncpg.Pool | None = None, schema: str = "customer_svc") -> None:
-        self._pool_or_none = pool
+        super().__init__(pool)
         self._schema = schema
 
-    @property
-    def _pool(self) -> asyncpg.Pool:
-        if self._pool_or_none is None:
-            raise RuntimeError("the keys' database is not connected yet")
-        return self._pool_or_none
-
-    async def attach(self, pool: asyncpg.Pool) -> None:
-        """Use `pool` (once PostgreSQL answers), creating the table if needed."""
-        self._pool_or_none = pool
-        async with pool.acquire() as conn, conn.transaction():
+    async def setup(self) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "SELECT pg_advisory_xact_lock($1)", int(AdvisoryLock.CUSTOMER_KEYS_SETUP)
             )
@@ -39,10 +34,6 @@ class PostgresSubjectKeys:
                         erased_at  timestamptz
                     )"""
             )
-
-    async def close(self) -> None:
-        if self._pool_or_none is not None:
-            await self._pool_or_none.close()
 
     async def get(self, subject: str) -> bytes | None:
         key: bytes | None = await self._pool.fetchval(

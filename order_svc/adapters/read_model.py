@@ -19,6 +19,7 @@ from contracts.order.v1 import events_pb2 as events
 from event_contracts.order import ORDER_EVENTS
 from eventstore_client.client import RecordedEvent
 from hosting.advisory_locks import AdvisoryLock
+from hosting.database import AttachedPool
 
 
 @dataclass(frozen=True)
@@ -31,25 +32,12 @@ class OrderRow:
     version: int
 
 
-class CustomerOrdersView:
+class CustomerOrdersView(AttachedPool):
+    what = "the read model's database"
+
     def __init__(self, pool: asyncpg.Pool | None = None, schema: str = "order_svc") -> None:
-        self._pool_or_none = pool
+        super().__init__(pool)
         self._schema = schema
-
-    @property
-    def _pool(self) -> asyncpg.Pool:
-        if self._pool_or_none is None:
-            raise RuntimeError("the read model's database is not connected yet")
-        return self._pool_or_none
-
-    async def attach(self, pool: asyncpg.Pool) -> None:
-        """Use `pool` (once PostgreSQL answers), creating the view's tables if needed."""
-        self._pool_or_none = pool
-        await self.setup()
-
-    async def close(self) -> None:
-        if self._pool_or_none is not None:
-            await self._pool_or_none.close()
 
     async def setup(self) -> None:
         s = self._schema
