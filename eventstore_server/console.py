@@ -143,7 +143,7 @@ class Console:
             response = self._page(request, "Error", f'<p class="error">{esc(error.message)}</p>')
             response.set_status(404 if error.code.name == "NOT_FOUND" else 400)
         if CSRF_COOKIE not in request.cookies and not response.prepared:
-            response.set_cookie(CSRF_COOKIE, request["csrf"], httponly=True, samesite="Strict")
+            response.set_cookie(CSRF_COOKIE, request["csrf"], **_cookie(request))
         return response
 
     def _page(self, request: web.Request, title: str, body: str) -> web.Response:
@@ -180,7 +180,7 @@ class Console:
             response.set_status(401)
             return response
         response = web.HTTPSeeOther("/")
-        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")
+        response.set_cookie(TOKEN_COOKIE, token, **_cookie(request))
         raise response
 
     async def logout(self, request: web.Request) -> web.Response:
@@ -452,6 +452,11 @@ document.body.dataset.rows = document.currentScript.dataset.rows;
 
 def _decoded(records: bytes) -> Iterable[pb.RecordedEvent]:
     return pb.ReadAllResponse.FromString(records).events
+
+
+def _cookie(request: web.Request) -> dict[str, Any]:
+    """Cookies scripts cannot read, other sites cannot send, and HTTPS keeps to itself."""
+    return {"httponly": True, "samesite": "Strict", "secure": request.secure}
 
 
 def _moment(text: str) -> datetime | None:
