@@ -16,7 +16,7 @@ from typing import Generic
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_client.aggregate import AggregateType, Event, State
-from eventstore_client.client import NewEvent
+from eventstore_client.client import AppendResult, NewEvent
 from eventstore_client.errors import EventStoreError, WrongExpectedVersionError
 from eventstore_client.personal import (
     PersonalData,
@@ -211,11 +211,9 @@ class Repository(Generic[State, Event]):
         decided = list(command(initial))
         if not decided:
             return await self._execute(aggregate_id, command, "")
-        events = await self._sealed(aggregate_id, self._new_events(aggregate_id, decided, ""))
+        events = self._new_events(aggregate_id, decided, "")
         try:
-            result = await self._client.append(
-                kind.stream(aggregate_id), events, expected_version=0
-            )
+            result = await self._append(aggregate_id, events, expected_version=0)
         except WrongExpectedVersionError:
             return await self._execute(aggregate_id, command, "")
         loaded = Loaded(kind.fold(initial, decided), result.version)
@@ -242,17 +240,20 @@ class Repository(Generic[State, Event]):
             return recorded.data
         return open_json(opening, self._personal.in_event(recorded.type), recorded.data)
 
-    async def _sealed(self, aggregate_id: str, events: list[NewEvent]) -> list[NewEvent]:
-        """`events` with their personal fields sealed with the aggregate's key (made on first
-        use; SubjectForgotten once erased)."""
+    async def _append(
+        self, aggregate_id: str, events: list[NewEvent], expected_version: int
+    ) -> AppendResult:
+        """The one way events leave: their personal fields sealed with the aggregate's key
+        (made on first use; SubjectForgotten once erased), then appended."""
         personal = self._personal
-        if personal is None or not any(personal.in_event(e.type) for e in events):
-            return events
-        sealing = await personal.for_writing(aggregate_id)
-        return [
-            dataclasses.replace(e, data=seal_json(sealing, personal.in_event(e.type), e.data))
-            for e in events
-        ]
+        if personal is not None and any(personal.in_event(e.type) for e in events):
+            sealing = await personal.for_writing(aggregate_id)
+            events = [
+                dataclasses.replace(e, data=seal_json(sealing, personal.in_event(e.type), e.data))
+                for e in events
+            ]
+        stream = self._kind.stream(aggregate_id)
+        return await self._client.append(stream, events, expected_version=expected_version)
 
     def _new_events(
         self,
@@ -361,11 +362,8 @@ class Repository(Generic[State, Event]):
                 after = Loaded(state, version, loaded.snapshot_version, loaded.events_read)
                 outcomes.append((queued, Executed(after, decided)))
             if events:
-                events = await self._sealed(aggregate_id, events)
                 try:
-                    result = await self._client.append(
-                        stream, events, expected_version=loaded.version
-                    )
+                    result = await self._append(aggregate_id, events, loaded.version)
                 except WrongExpectedVersionError:
                     continue
                 except EventStoreError:
@@ -403,11 +401,9 @@ class Repository(Generic[State, Event]):
             decided = list(command(loaded.state))
             if not decided:
                 return Executed(loaded, [])
-            events = await self._sealed(
-                aggregate_id, self._new_events(aggregate_id, decided, causation_id, correlation_id)
-            )
+            events = self._new_events(aggregate_id, decided, causation_id, correlation_id)
             try:
-                result = await self._client.append(stream, events, expected_version=loaded.version)
+                result = await self._append(aggregate_id, events, loaded.version)
             except WrongExpectedVersionError:
                 continue
             state = kind.fold(loaded.state, decided)
