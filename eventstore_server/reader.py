@@ -37,12 +37,19 @@ class StreamView:
         return self.first > self.version
 
 
-_STREAM_VIEW = """
-    SELECT s.stream_id, s.version, s.tombstoned,
-           greatest(1, s.deleted_through + 1, m.truncate_before,
-                    CASE WHEN m.max_count > 0 THEN s.version - m.max_count + 1 END) AS first,
-           CASE WHEN m.max_age_seconds > 0
-                THEN now() - make_interval(secs => m.max_age_seconds) END AS not_before
+# What deletes and retention leave of a stream, over es_streams `s` and its metadata `m`: the
+# first visible version, and the time before which events are too old (NULL: no max age).
+# Reads hide by it; the scavenger removes by it.
+VISIBLE_WINDOW = """
+    greatest(1, s.deleted_through + 1, m.truncate_before,
+             CASE WHEN m.max_count > 0 THEN s.version - m.max_count + 1 END) AS first,
+    CASE WHEN m.max_age_seconds > 0
+         THEN now() - make_interval(secs => m.max_age_seconds) END AS not_before"""
+# Streams queued for the scavenger that exist (a name may have metadata before its stream).
+STREAMS_TO_SCAVENGE = "SELECT count(*) FROM es_scavenge q JOIN es_streams s ON s.name = q.name"
+
+_STREAM_VIEW = f"""
+    SELECT s.stream_id, s.version, s.tombstoned, {VISIBLE_WINDOW}
       FROM es_streams s LEFT JOIN es_stream_metadata m ON m.name = s.name
      WHERE s.name = $1"""
 
@@ -334,15 +341,16 @@ class Reader:
         return value
 
     async def stats(self, count_streams: bool = True) -> pb.GetStatsResponse:
-        """Head, durable subscribers and (a full count, so only when asked) the streams."""
+        """Head, durable subscribers, events scavenged and (full counts, so only when asked:
+        not for the health check's every interval) the streams and those to scavenge."""
         # One statement, so one snapshot: the lags agree with the head they are measured from.
         streams = "(SELECT count(*) FROM es_streams)" if count_streams else "0"
+        to_scavenge = f"({STREAMS_TO_SCAVENGE})" if count_streams else "0"
         rows = await self._pool.fetch(
             f"""SELECT h.position AS head, {streams} AS streams, c.subscriber, c.position,
                        (extract(epoch FROM c.updated_at) * 1000000)::int8 AS updated_us,
                        (SELECT events FROM es_scavenge_totals) AS scavenged,
-                       (SELECT count(*) FROM es_scavenge q
-                          JOIN es_streams s ON s.name = q.name) AS to_scavenge
+                       {to_scavenge} AS to_scavenge
                   FROM es_head h LEFT JOIN es_checkpoints c ON true
                  ORDER BY c.subscriber"""
         )

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from eventstore_server import metrics
+from eventstore_server.reader import STREAMS_TO_SCAVENGE, VISIBLE_WINDOW
 from hosting.advisory_locks import AdvisoryLock
 
 log = logging.getLogger(__name__)
@@ -34,12 +35,8 @@ STREAMS_PER_ROUND = 100
 # back (100,000 events removed/s) appends ran at 0.73x of a store with nothing to scavenge.
 REST = 2.0
 
-_QUEUED = """
-    SELECT q.name, s.stream_id, s.version,
-           greatest(1, s.deleted_through + 1, m.truncate_before,
-                    CASE WHEN m.max_count > 0 THEN s.version - m.max_count + 1 END) AS first,
-           CASE WHEN m.max_age_seconds > 0
-                THEN now() - make_interval(secs => m.max_age_seconds) END AS not_before,
+_QUEUED = f"""
+    SELECT q.name, s.stream_id, s.version, {VISIBLE_WINDOW},
            coalesce(m.max_count > 0 OR m.max_age_seconds > 0, false) AS expires
       FROM es_scavenge q
       JOIN es_streams s ON s.name = q.name
@@ -166,9 +163,7 @@ class Scavenger:
                 kept,
             )
             # (Names with metadata but no stream yet wait without being looked at.)
-            result.waiting = await conn.fetchval(
-                "SELECT count(*) FROM es_scavenge q JOIN es_streams s ON s.name = q.name"
-            )
+            result.waiting = await conn.fetchval(STREAMS_TO_SCAVENGE)
         metrics.SCAVENGED.inc(result.removed)
         metrics.SCAVENGE_ROUNDS.labels("removed" if result.removed else "nothing").inc()
         metrics.SCAVENGE_SECONDS.observe(time.perf_counter() - started)
