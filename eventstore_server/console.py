@@ -28,11 +28,12 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
-from prometheus_client import REGISTRY
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
+from eventstore_server import metrics
 from eventstore_server.access import ALL_STREAMS, Access
 from eventstore_server.errors import StoreError
+from eventstore_server.group_store import GroupSettings
 from eventstore_server.groups import GroupManager
 from eventstore_server.reader import Reader
 from eventstore_server.subscriptions import Target, subscribe
@@ -234,8 +235,10 @@ class Console:
         the samples kept from the last minute of overview requests ("-" with only one)."""
         now = time.monotonic()
         read = sum(
-            REGISTRY.get_sample_value("eventstore_read_events_total", {"rpc": rpc}) or 0.0
-            for rpc in ("ReadStream", "ReadAll", "Subscribe")
+            sample.value
+            for family in metrics.READ_EVENTS.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
         )
         self._samples = [s for s in self._samples if now - s[0] < 60] + [(now, head, read)]
         first = self._samples[0]
@@ -403,10 +406,7 @@ document.body.dataset.rows = document.currentScript.dataset.rows;
 
     async def group(self, request: web.Request) -> web.Response:
         principal = self._principal(request)
-        manager = self._group_manager()
-        settings = await manager.store.get(request.match_info["name"])
-        if settings is None:
-            raise web.HTTPNotFound(text="no such group")
+        manager, settings = await self._group(request)
         self._check(principal, "read", settings.category or ALL_STREAMS)
         parked = await manager.store.parked(settings.name, 0, 500)
         rows = []
@@ -435,14 +435,18 @@ document.body.dataset.rows = document.currentScript.dataset.rows;
     async def replay(self, request: web.Request) -> web.Response:
         principal = self._principal(request)
         await self._checked_form(request)
+        manager, settings = await self._group(request)
+        self._check(principal, "admin", settings.name)
+        await manager.replay_parked(settings)
+        raise web.HTTPSeeOther(f"/groups/{quote(settings.name, safe='')}")
+
+    async def _group(self, request: web.Request) -> tuple[GroupManager, GroupSettings]:
+        """The groups, and the settings of the group the path names (404 when none)."""
         manager = self._group_manager()
         settings = await manager.store.get(request.match_info["name"])
         if settings is None:
             raise web.HTTPNotFound(text="no such group")
-        self._check(principal, "admin", settings.name)
-        await manager.store.replay(settings)
-        manager.wake(settings.name)
-        raise web.HTTPSeeOther(f"/groups/{quote(settings.name, safe='')}")
+        return manager, settings
 
     def _group_manager(self) -> GroupManager:
         if self._groups is None:

@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
-from eventstore_server import metrics
 from eventstore_server.access import ALL_STREAMS, Access
 from eventstore_server.config import Limits
 from eventstore_server.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
@@ -139,9 +138,7 @@ class GroupHandlers:
         principal = self._access.principal(context)
         settings = await self._settings(request.group)
         self._access.authorize(principal, "admin", settings.name)
-        replayed = await self._manager.store.replay(settings)
-        metrics.GROUP_REPLAYED.labels(settings.name).inc(replayed)
-        self._manager.wake(settings.name)  # its dispatcher here; NOTIFY wakes the others
+        replayed = await self._manager.replay_parked(settings)
         return pb.ReplayParkedResponse(replayed=replayed)
 
     @answers

@@ -233,6 +233,13 @@ class GroupManager:
         with contextlib.suppress(Exception):  # it expires by itself if the database is away
             await self.store.leave(member.session)
 
+    async def replay_parked(self, settings: GroupSettings) -> int:
+        """Parked events delivered again (ReplayParked, the console's button); how many."""
+        replayed = await self.store.replay(settings)
+        metrics.GROUP_REPLAYED.labels(settings.name).inc(replayed)
+        self.wake(settings.name)  # its dispatcher here; NOTIFY wakes the others
+        return replayed
+
     def wake(self, name: str) -> None:
         dispatcher = self._dispatchers.get(name)
         if dispatcher is not None:
