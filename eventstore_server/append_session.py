@@ -18,14 +18,13 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import grpc
 from opentelemetry import propagate, trace
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
 from eventstore_server import metrics
 from eventstore_server.access import Access
 from eventstore_server.config import Limits
-from eventstore_server.errors import StoreError, StreamDeleted, Unavailable
+from eventstore_server.errors import StoreError, Unavailable
 from eventstore_server.handling import Context, answers, as_of_time, position_field
 from eventstore_server.reader import Reader
 from eventstore_server.validation import category_of, metadata_json, stream_name
@@ -220,8 +219,7 @@ class SessionHandlers:
         view = await self._reader.stream_view(stream)
         if view is None:
             return
-        if view.tombstoned:
-            raise StreamDeleted(stream, grpc.StatusCode.NOT_FOUND)
+        # A tombstone's snapshots went with it; read_stream refuses the stream itself.
         snapshot = await self._reader.read_snapshot(stream, until, wanted, as_of)
         start = snapshot.version + 1 if snapshot is not None else 1
         if snapshot is not None:

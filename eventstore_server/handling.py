@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -15,6 +15,7 @@ from eventstore_server.errors import InvalidArgument, StoreError, Unavailable
 from eventstore_server.tail import ShuttingDown
 from eventstore_server.validation import MAX_INT64
 from eventstore_server.writer import CONNECTION_ERRORS
+from hosting.times import timestamp_field
 
 # The generated servicer types contexts per method; one loose alias keeps signatures readable.
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -27,16 +28,12 @@ def position_field(value: int, field: str) -> int:
 
 
 def as_of_time(request: Message, field: str) -> datetime | None:
-    """A request's optional google.protobuf.Timestamp as an aware datetime (None when unset);
-    INVALID_ARGUMENT for one that is no valid time."""
-    if not request.HasField(field):
-        return None
-    stamp = getattr(request, field)
+    """`hosting.times.timestamp_field`, refused as the store refuses (INVALID_ARGUMENT
+    with the field in its ErrorInfo)."""
     try:
-        moment: datetime = stamp.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError) as error:
+        return timestamp_field(request, field)
+    except ValueError as error:
         raise InvalidArgument(f"{field} is not a valid time: {error}", field=field) from None
-    return moment
 
 
 async def _abort(context: Context, error: StoreError) -> NoReturn:

@@ -28,9 +28,10 @@ class StreamRules:
         """Whether appends or time can make more of the stream's events go."""
         return bool(self.max_count or self.max_age_seconds)
 
-
-def _label(expected: int) -> str:
-    return Expectation(expected).label if expected < 0 else str(expected)
+    @property
+    def removes(self) -> bool:
+        """Whether the scavenger has anything to do for these rules."""
+        return self.expires or bool(self.truncate_before)
 
 
 class History:
@@ -58,7 +59,7 @@ class History:
                 or (expected == Expectation.NO_STREAM and exists)
                 or (expected == Expectation.STREAM_EXISTS and not exists)
             ):
-                raise WrongExpectedVersion(stream, _label(expected), version)
+                raise WrongExpectedVersion(stream, Expectation.describe(expected), version)
             if row is None:
                 if not tombstone:
                     raise NotFound(f"stream {stream!r} does not exist", stream=stream)
@@ -116,8 +117,10 @@ class History:
                 actual = await conn.fetchval(
                     "SELECT version FROM es_stream_metadata WHERE name = $1", stream
                 )
-                raise WrongExpectedVersion(f"$$metadata of {stream}", _label(expected), actual or 0)
-            if rules.expires or rules.truncate_before:
+                raise WrongExpectedVersion(
+                    f"$$metadata of {stream}", Expectation.describe(expected), actual or 0
+                )
+            if rules.removes:
                 await conn.execute(
                     "INSERT INTO es_scavenge (name) VALUES ($1) ON CONFLICT DO NOTHING", stream
                 )

@@ -53,7 +53,7 @@ class HistoryHandlers:
         )
         expected = expectation(request, "expected_metadata_version")
         version = await self._history.set_rules(stream, rules, expected)
-        if self._scavenger is not None and (rules.expires or rules.truncate_before):
+        if self._scavenger is not None and rules.removes:
             self._scavenger.wake()
         return pb.SetStreamMetadataResponse(metadata_version=version)
 

@@ -19,6 +19,11 @@ class Expectation(IntEnum):
         """As errors name it: "any", "no stream", "stream exists"."""
         return self.name.lower().replace("_", " ")
 
+    @staticmethod
+    def describe(expected: int) -> str:
+        """An expected version (>= 0) or Expectation as errors name it."""
+        return Expectation(expected).label if expected < 0 else str(expected)
+
 
 class Outcome(IntEnum):
     """What `es_append_batch` answers for each append of a batch."""

@@ -323,7 +323,7 @@ class GroupCommitWriter:
                     item,
                     WrongExpectedVersion(
                         item.command.stream,
-                        Expectation(expected).label if expected < 0 else str(expected),
+                        Expectation.describe(expected),
                         row["out_version"],
                     ),
                 )

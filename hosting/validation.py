@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 from google.protobuf.message import Message
 
 from hosting.errors import invalid
+from hosting.times import timestamp_field
 
 
 def is_uuid(value: str) -> bool:
@@ -27,12 +28,8 @@ def require_uuid(*values: tuple[str, str]) -> None:
 
 
 def optional_time(request: Message, field: str) -> datetime | None:
-    """A request's optional google.protobuf.Timestamp as an aware datetime (None when unset);
-    INVALID_ARGUMENT for one that is no valid time."""
-    if not request.HasField(field):
-        return None
+    """`timestamp_field`, INVALID_ARGUMENT for one that is no valid time (the services)."""
     try:
-        moment: datetime = getattr(request, field).ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
+        return timestamp_field(request, field)
+    except ValueError:
         invalid(f"{field} is not a valid time")
-    return moment

@@ -1,6 +1,6 @@
 """The system under test: either real processes this test session starts (PostgreSQL, the
-store, customer_svc and order_svc), or one already running elsewhere (a kind cluster through
-port-forwards, containers from the image) that the E2E_* variables point at."""
+store, customer_svc and order_svc), or one already running elsewhere (the suite in a
+kind cluster's Job, containers from the image) that the E2E_* variables point at."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from localpg import free_port
 from tools.processes import ServerProcess, store_process
 
-# `make kind-test` and `make image-test` set these to the running system's gRPC addresses.
+# The kind-test Job (k8s/e2e) and `make image-test` set these to the system's gRPC addresses.
 TARGET_VARIABLES = ("E2E_EVENTSTORE", "E2E_CUSTOMER", "E2E_ORDER")
 EXTERNAL = all(name in os.environ for name in TARGET_VARIABLES)
 
