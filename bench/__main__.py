@@ -13,7 +13,7 @@ from typing import Any
 
 from bench import plots
 from bench.harness import Bench, Config
-from bench.scenarios import append, fanout, groups, live, read, scavenge, services
+from bench.scenarios import append, fanout, groups, kurrentdb, live, read, scavenge, services
 
 SCENARIOS = {
     "append": append.run,
@@ -23,6 +23,7 @@ SCENARIOS = {
     "services": services.run,
     "groups": groups.run,
     "scavenge": scavenge.run,
+    "kurrentdb": kurrentdb.run,
 }
 
 

@@ -88,9 +88,10 @@ class Bench:
         self._processes.append(server)
         return server
 
-    def bare_server(self) -> ServerProcess:
-        # Streams messages of as many events as the store's default page.
-        server = ServerProcess("bench.bare_server", ["--page", str(Limits().read_page_size)])
+    def bare_server(self, page: int = Limits().read_page_size) -> ServerProcess:
+        """The bare server, streaming `page` events a message (by default as many as the
+        store's default page)."""
+        server = ServerProcess("bench.bare_server", ["--page", str(page)])
         server.start(wait=False)
         self._processes.append(server)
         return server

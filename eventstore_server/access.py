@@ -33,7 +33,7 @@ from typing import Any
 import grpc
 
 from eventstore_server.errors import PermissionDenied, Unauthenticated
-from hosting.security import Tokens, bearer_token
+from hosting.security import Tokens, basic_credentials, bearer_token
 
 OPERATIONS = ("append", "read", "subscribe", "checkpoint", "stats", "admin", "delete")
 ANONYMOUS = "anonymous"
@@ -102,10 +102,18 @@ class Access:
             policy=Policy.from_file(policy_file) if policy_file else None,
         )
 
-    def principal(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
-        """Who is calling; Unauthenticated when credentials are required and missing."""
+    def principal(self, context: grpc.aio.ServicerContext[Any, Any], basic: bool = False) -> str:
+        """Who is calling; Unauthenticated when credentials are required and missing.
+        `basic`: HTTP Basic credentials count too (KurrentDB's port), the user being the
+        principal and the password its token."""
         if not self.enabled:
             return ANONYMOUS
+        if self._tokens is not None and basic:
+            given = basic_credentials(context.invocation_metadata())
+            if given is not None:
+                if self._tokens.principal(given[1]) != given[0]:
+                    raise Unauthenticated("the user name and password are not valid")
+                return given[0]
         if self._tokens is not None:
             token = bearer_token(context.invocation_metadata())
             if token is not None:

@@ -44,7 +44,7 @@ async def _abort(context: Context, error: StoreError) -> NoReturn:
 ANSWERED = (StoreError, ShuttingDown, *CONNECTION_ERRORS)
 
 
-def _as_store_error(exc: BaseException) -> StoreError:
+def as_store_error(exc: BaseException) -> StoreError:
     if isinstance(exc, StoreError):
         return exc
     if isinstance(exc, ShuttingDown):
@@ -67,7 +67,7 @@ def answers(handler: Handler) -> Handler:
                 async for message in handler(self, request, context):
                     yield message
             except ANSWERED as exc:
-                await _abort(context, _as_store_error(exc))
+                await _abort(context, as_store_error(exc))
 
         return streaming  # type: ignore[return-value]
 
@@ -76,6 +76,6 @@ def answers(handler: Handler) -> Handler:
         try:
             return await handler(self, request, context)
         except ANSWERED as exc:
-            await _abort(context, _as_store_error(exc))
+            await _abort(context, as_store_error(exc))
 
     return unary  # type: ignore[return-value]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
@@ -21,7 +22,9 @@ class StreamRules:
     max_count: int = 0
     max_age_seconds: int = 0
     truncate_before: int = 0
-    custom: dict[str, str] = field(default_factory=dict)
+    # The operator's entries: strings through our API; any JSON value through KurrentDB's
+    # `$$<stream>` (GetStreamMetadata shows those as JSON text).
+    custom: dict[str, Any] = field(default_factory=dict)
 
     @property
     def expires(self) -> bool:

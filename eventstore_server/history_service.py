@@ -22,18 +22,41 @@ class HistoryHandlers:
     _history: History
     _scavenger: Scavenger | None
 
+    async def delete_stream(
+        self, principal: str, stream: str, expected: int, tombstone: bool
+    ) -> int:
+        """Delete or tombstone a checked stream name for `principal`; the head position when
+        it took effect. DeleteStream's work, shared with KurrentDB's Delete and Tombstone."""
+        self._access.authorize(principal, "delete", category_of(stream))
+        position = await self._history.delete(stream, expected, tombstone)
+        metrics.STREAMS_DELETED.labels("tombstone" if tombstone else "soft").inc()
+        if self._scavenger is not None:
+            self._scavenger.wake()
+        return position
+
+    async def set_stream_rules(
+        self, principal: str, stream: str, rules: StreamRules, expected: int
+    ) -> int:
+        """Set a checked stream name's metadata for `principal`; its new metadata version."""
+        self._access.authorize(principal, "delete", category_of(stream))
+        version = await self._history.set_rules(stream, rules, expected)
+        if self._scavenger is not None and rules.removes:
+            self._scavenger.wake()
+        return version
+
+    async def stream_rules(self, principal: str, stream: str) -> tuple[StreamRules, int] | None:
+        """A checked stream name's metadata and its version, for `principal`; None: none set."""
+        self._access.authorize(principal, "read", category_of(stream))
+        return await self._history.rules(stream)
+
     @answers
     async def DeleteStream(
         self, request: pb.DeleteStreamRequest, context: Context
     ) -> pb.DeleteStreamResponse:
         principal = self._access.principal(context)
         stream = stream_name(request.stream, self._limits)
-        self._access.authorize(principal, "delete", category_of(stream))
         expected = expectation(request)
-        position = await self._history.delete(stream, expected, request.tombstone)
-        metrics.STREAMS_DELETED.labels("tombstone" if request.tombstone else "soft").inc()
-        if self._scavenger is not None:
-            self._scavenger.wake()
+        position = await self.delete_stream(principal, stream, expected, request.tombstone)
         return pb.DeleteStreamResponse(position=position)
 
     @answers
@@ -42,7 +65,6 @@ class HistoryHandlers:
     ) -> pb.SetStreamMetadataResponse:
         principal = self._access.principal(context)
         stream = stream_name(request.stream, self._limits)
-        self._access.authorize(principal, "delete", category_of(stream))
         given = request.metadata
         custom, _ = metadata_json(given.custom, self._limits, "metadata.custom")
         rules = StreamRules(
@@ -52,9 +74,7 @@ class HistoryHandlers:
             json.loads(custom),
         )
         expected = expectation(request, "expected_metadata_version")
-        version = await self._history.set_rules(stream, rules, expected)
-        if self._scavenger is not None and rules.removes:
-            self._scavenger.wake()
+        version = await self.set_stream_rules(principal, stream, rules, expected)
         return pb.SetStreamMetadataResponse(metadata_version=version)
 
     @answers
@@ -63,8 +83,7 @@ class HistoryHandlers:
     ) -> pb.GetStreamMetadataResponse:
         principal = self._access.principal(context)
         stream = stream_name(request.stream, self._limits)
-        self._access.authorize(principal, "read", category_of(stream))
-        found = await self._history.rules(stream)
+        found = await self.stream_rules(principal, stream)
         if found is None:
             return pb.GetStreamMetadataResponse(found=False)
         rules, version = found
@@ -74,7 +93,9 @@ class HistoryHandlers:
                 max_count=rules.max_count,
                 max_age_seconds=rules.max_age_seconds,
                 truncate_before=rules.truncate_before,
-                custom=rules.custom,
+                custom={
+                    k: v if isinstance(v, str) else json.dumps(v) for k, v in rules.custom.items()
+                },
             ),
             metadata_version=version,
         )

@@ -126,6 +126,9 @@ _STREAM_BACKWARD = _page_query(
     descending=True,
 )
 _ALL = _page_query(f"position > $3 AND position <= $4 AND {_TYPES}", "position")
+_ALL_BACKWARD = _page_query(
+    f"position < $3 AND position > $4 AND {_TYPES}", "position", descending=True
+)
 _CATEGORY = _page_query(
     f"category = $6 AND position > $3 AND position <= $4 AND {_TYPES}", "position"
 )
@@ -240,6 +243,22 @@ class Reader:
             if remaining is not None:
                 remaining -= page.count
             cursor = head if page.exhausted else page.last
+
+    async def read_all_backwards(self, before: int, max_count: int) -> AsyncIterator[Page]:
+        """Pages of the global log before position `before` (0: from the head), newest first,
+        `max_count` events at most (0: no limit); `first`/`last` are positions in read order."""
+        cursor = before or await self.head() + 1
+        remaining = max_count or None
+        while cursor > 1 and (remaining is None or remaining > 0):
+            limit = self._page if remaining is None else min(self._page, remaining)
+            page = _page(await self._fetch(_ALL_BACKWARD, limit, self._bytes, cursor, 0, []), limit)
+            if page.count:
+                yield page
+            if page.exhausted:
+                return
+            if remaining is not None:
+                remaining -= page.count
+            cursor = page.last
 
     async def page_after(
         self, after: int, until: int, limit: int, *, category: str = "", types: Sequence[str] = ()

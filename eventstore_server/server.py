@@ -176,6 +176,17 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         console_runner = await console_serve(console, settings.console_listen, tls)
         scheme = "https" if tls else "http"
         print(f"console at {scheme}://{settings.console_listen}/", flush=True)
+    kurrentdb_server = None
+    if settings.kurrentdb_listen:
+        # Imported only here: KurrentDB's messages must not be loaded into a process that
+        # does not serve them (a client library bundling its own copy could share it).
+        from eventstore_server.kurrentdb import serve as kurrentdb
+
+        kurrentdb_server, kurrentdb_port = await kurrentdb.start(
+            service, settings.kurrentdb_listen, tls, grpc_options(settings)
+        )
+        kurrentdb_host = settings.kurrentdb_listen.rsplit(":", 1)[0]
+        print(f"KurrentDB protocol on {kurrentdb_host}:{kurrentdb_port}", flush=True)
     host = settings.listen.rsplit(":", 1)[0]
     security = "TLS" if tls else "plaintext"
     if tls and tls.client_ca_file:
@@ -196,6 +207,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     await tail.close()  # live subscriptions end, the console's too
     if console_runner is not None:
         await console_runner.cleanup()
+    if kurrentdb_server is not None:
+        await kurrentdb_server.stop(settings.shutdown_grace)
     await server.stop(settings.shutdown_grace)
     if health_server is not None:
         await health_server.stop(0)

@@ -110,6 +110,27 @@ class EventStoreService(GroupHandlers, SessionHandlers, HistoryHandlers):
         self._access = access or Access()
         self._subscriptions: collections.Counter[str] = collections.Counter()  # per principal
 
+    # For the KurrentDB port, which answers through the same parts.
+    @property
+    def reader(self) -> Reader:
+        return self._reader
+
+    @property
+    def tail(self) -> LiveTail:
+        return self._tail
+
+    @property
+    def access(self) -> Access:
+        return self._access
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    @property
+    def history(self) -> History:
+        return self._history
+
     def close_sessions(self) -> None:
         """On shutdown: sessions answer what they have taken, then end (UNAVAILABLE)."""
         self._closing.set()

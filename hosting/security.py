@@ -7,6 +7,7 @@ What a client brings is `eventstore_client.security`.
 
 from __future__ import annotations
 
+import base64
 import hmac
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from hosting.ports import busy_message, in_use
 
 AUTHORIZATION = "authorization"
 BEARER = "bearer "
+BASIC = "basic "
 
 
 def _read(path: str) -> bytes:
@@ -116,6 +118,20 @@ def bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
     for key, value in metadata or ():
         if key == AUTHORIZATION and isinstance(value, str) and value.lower().startswith(BEARER):
             return value[len(BEARER) :].strip()
+    return None
+
+
+def basic_credentials(metadata: Iterable[tuple[str, Any]] | None) -> tuple[str, str] | None:
+    """The user and password of an `authorization: Basic ...` header (KurrentDB's clients
+    send one), if any; None too for one that is not base64 of `user:password`."""
+    for key, value in metadata or ():
+        if key == AUTHORIZATION and isinstance(value, str) and value.lower().startswith(BASIC):
+            try:
+                decoded = base64.b64decode(value[len(BASIC) :].strip(), validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                return None
+            user, colon, password = decoded.partition(":")
+            return (user, password) if colon else None
     return None
 
 

@@ -39,7 +39,9 @@ def _processes(database_url: str) -> list[tuple[str, list[str]]]:
     metrics = int(os.environ.get("METRICS_PORT", "9101"))
     db = ["--database-url", database_url]
     console = f"127.0.0.1:{os.environ.get('CONSOLE_PORT', '8080')}"
-    procs = [("eventstore_server", ["--listen", store, "--console-listen", console, *db])]
+    kurrentdb = f"127.0.0.1:{os.environ.get('KURRENTDB_PORT', '2113')}"
+    served = ["--listen", store, "--console-listen", console, "--kurrentdb-listen", kurrentdb]
+    procs = [("eventstore_server", [*served, *db])]
     for module, port_var, default in (
         ("customer_svc", "CUSTOMER_PORT", "50052"),
         ("order_svc", "ORDER_PORT", "50053"),
@@ -62,6 +64,7 @@ def _ports(embedded: bool, receiver: bool) -> list[tuple[str, int]]:
     metrics = int(os.environ.get("METRICS_PORT", "9101"))
     ports += [(f"{name}'s metrics", metrics + i) for i, (name, _) in enumerate(ports)]
     ports.append(("the web console", int(os.environ.get("CONSOLE_PORT", "8080"))))
+    ports.append(("KurrentDB's protocol", int(os.environ.get("KURRENTDB_PORT", "2113"))))
     if embedded:
         ports.append(("PostgreSQL", int(os.environ.get("LOCALPG_PORT", "5433"))))
     if receiver:

@@ -8,6 +8,7 @@ import functools
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -161,30 +162,41 @@ class Account(Aggregate):
         self.owner = owner
 
 
-def eventsourcing_rate(database_url: str, threads: int, duration: float) -> float:
-    """The eventsourcing library's PostgreSQL recorder: each save records a new aggregate's
-    first event."""
+def postgres_env(database_url: str, pool_size: int) -> dict[str, str]:
+    """The eventsourcing library's settings for its own PostgreSQL recorder."""
     rest, dbname = database_url.rsplit("/", 1)
     hostport = rest.rsplit("@", 1)[1]
     host, port = hostport.split(":")
-    env: dict[str, Any] = {
+    return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "POSTGRES_DBNAME": dbname,
         "POSTGRES_HOST": host,
         "POSTGRES_PORT": port,
         "POSTGRES_USER": "postgres",
         "POSTGRES_PASSWORD": "unused-with-trust",
-        "POSTGRES_POOL_SIZE": str(threads),
+        "POSTGRES_POOL_SIZE": str(pool_size),
         "CREATE_TABLE": "y",
     }
+
+
+def eventsourcing_rate(
+    database_url: str,
+    threads: int,
+    duration: float,
+    env: dict[str, str] | None = None,
+    account: Callable[[str], Aggregate] = Account,
+) -> float:
+    """The eventsourcing library, on its PostgreSQL recorder unless `env` says otherwise: each
+    save records a new aggregate's first event."""
+    env = env or postgres_env(database_url, threads)
     app: Any = Application(env=env)
-    app.save(Account("warm-up"))  # resolves the library's topic cache before threads race on it
+    app.save(account("warm-up"))  # resolves the library's topic cache before threads race on it
     count = [0] * threads
     deadline = time.monotonic() + duration
 
     def worker(n: int) -> None:
         while time.monotonic() < deadline:
-            app.save(Account("bench"))
+            app.save(account("bench"))
             count[n] += 1
 
     start = time.monotonic()

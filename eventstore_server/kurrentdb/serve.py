@@ -1,0 +1,115 @@
+"""The KurrentDB port: a second gRPC server on the store's event loop, beside our own.
+
+It serves Streams (`streams.KurrentStreams`), Gossip (this one node, as leader, so clients
+that discover a cluster find it), and answers PersistentSubscriptions.List with NOT_FOUND, which
+KurrentDB's clients read as "no subscriptions". Everything else KurrentDB offers (projections,
+operations, users, persistent subscriptions) answers UNIMPLEMENTED, gRPC's answer for an unknown
+service or method.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import grpc
+
+from contracts.kurrentdb.protocols.v1 import gossip_pb2, shared_pb2, streams_pb2
+from eventstore_server.errors import NotFound
+from eventstore_server.handling import Context
+from eventstore_server.kurrentdb.answers import kurrent_answers
+from eventstore_server.kurrentdb.streams import KurrentStreams
+from eventstore_server.service import EventStoreService
+from hosting.interceptors import refuse_malformed
+from hosting.security import ServerTLS, add_port
+
+STREAMS = streams_pb2.DESCRIPTOR.services_by_name["Streams"]
+GOSSIP = gossip_pb2.DESCRIPTOR.services_by_name["Gossip"]
+PERSISTENT = "event_store.client.persistent_subscriptions.PersistentSubscriptions"
+
+
+def _serialize(message: Any) -> bytes:
+    encoded: bytes = message.SerializeToString()
+    return encoded
+
+
+def _handlers(service: Any, descriptor: Any, module: Any) -> grpc.GenericRpcHandler:
+    handlers = {}
+    for method in descriptor.methods:
+        if method.client_streaming and method.server_streaming:
+            kind = grpc.stream_stream_rpc_method_handler
+        elif method.client_streaming:
+            kind = grpc.stream_unary_rpc_method_handler
+        elif method.server_streaming:
+            kind = grpc.unary_stream_rpc_method_handler
+        else:
+            kind = grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = refuse_malformed(
+            kind(
+                getattr(service, method.name),
+                request_deserializer=getattr(module, method.input_type.name).FromString,
+                response_serializer=_serialize,
+            )
+        )
+    return grpc.method_handlers_generic_handler(descriptor.full_name, handlers)
+
+
+class Gossip:
+    """Cluster discovery: one member, this node, the leader."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._member = gossip_pb2.MemberInfo(
+            instance_id=shared_pb2.UUID(string=str(uuid.uuid4())),
+            state=gossip_pb2.MemberInfo.VNodeState.Leader,
+            is_alive=True,
+            http_end_point=gossip_pb2.EndPoint(address=host, port=port),
+        )
+
+    async def Read(self, request: shared_pb2.Empty, context: Context) -> gossip_pb2.ClusterInfo:
+        member = gossip_pb2.MemberInfo()
+        member.CopyFrom(self._member)
+        member.time_stamp = time.time_ns() // 100  # ticks, as KurrentDB's clocks
+        return gossip_pb2.ClusterInfo(members=[member])
+
+
+class _NoPersistentSubscriptions:
+    @kurrent_answers
+    async def List(self, request: bytes, context: Context) -> bytes:
+        raise NotFound("this store has no persistent subscriptions (see its consumer groups)")
+
+
+def _persistent_handlers() -> grpc.GenericRpcHandler:
+    listing: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(
+        _NoPersistentSubscriptions().List
+    )
+    return grpc.method_handlers_generic_handler(PERSISTENT, {"List": listing})
+
+
+async def start(
+    store: EventStoreService,
+    listen: str,
+    tls: ServerTLS | None,
+    options: list[tuple[str, int]],
+) -> tuple[grpc.aio.Server, int]:
+    """Start the KurrentDB port; the server and the port it took."""
+    server = grpc.aio.server(options=options)
+    server.add_generic_rpc_handlers(
+        (
+            _handlers(KurrentStreams(store), STREAMS, streams_pb2),
+            _persistent_handlers(),
+        )
+    )
+    port = add_port(server, listen, tls)
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    server.add_generic_rpc_handlers(
+        (
+            _handlers(
+                Gossip(host if host not in ("", "0.0.0.0", "::") else "localhost", port),
+                GOSSIP,
+                shared_pb2,
+            ),
+        )
+    )
+    await server.start()
+    return server, port

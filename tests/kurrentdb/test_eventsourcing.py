@@ -1,0 +1,105 @@
+"""The eventsourcing library's own test cases for recorders and applications, run through its
+KurrentDB adapter (PyPI `eventsourcing-kurrentdb`) against our KurrentDB port: the way that
+package's CI runs them against KurrentDB, with the same settings it gives them (KurrentDB
+numbers an aggregate's first event 0, and its notification ids are positions, not contiguous).
+
+Each test gets a store of its own on a new database: several of the cases assume an empty
+store (the first notification id, "no notifications yet"), which KurrentDB's CI gets by
+starting a new container.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import eventsourcing.domain
+import pytest
+from eventsourcing.persistence import AggregateRecorder, ApplicationRecorder
+
+# Modules, not their classes: pytest would collect a base class imported by name, unconfigured.
+from eventsourcing.tests import application, persistence
+from eventsourcing_kurrentdb.recorders import (
+    KurrentDBAggregateRecorder,
+    KurrentDBApplicationRecorder,
+)
+from kurrentdbclient import KurrentDBClient
+
+from tests.kurrentdb.conftest import start_kurrent_store
+
+
+@pytest.fixture
+def fresh_uri(request: pytest.FixtureRequest, new_database: Callable[[], str]) -> Iterator[None]:
+    """A store of the test's own, its connection string on the test case as `uri`."""
+    store = start_kurrent_store(new_database())
+    request.instance.uri = store.uri
+    yield
+    store.process.stop()
+
+
+@pytest.mark.usefixtures("fresh_uri")
+class TestAggregateRecorder(persistence.AggregateRecorderTestCase):
+    INITIAL_VERSION = 0
+    uri: str
+
+    def setUp(self) -> None:
+        self.client = KurrentDBClient(self.uri)
+
+    def tearDown(self) -> None:
+        self.client.close()
+
+    def create_recorder(self) -> AggregateRecorder:
+        return KurrentDBAggregateRecorder(client=self.client)
+
+
+@pytest.mark.usefixtures("fresh_uri")
+class TestApplicationRecorder(persistence.ApplicationRecorderTestCase):
+    INITIAL_VERSION = 0
+    EXPECT_CONTIGUOUS_NOTIFICATION_IDS = False
+    uri: str
+
+    def setUp(self) -> None:
+        self.client = KurrentDBClient(self.uri)
+
+    def tearDown(self) -> None:
+        self.client.close()
+
+    def create_recorder(self) -> ApplicationRecorder:
+        recorder = KurrentDBApplicationRecorder(client=self.client)
+        # The cases record UUIDs and compare what comes back with them; the adapter returns
+        # stream names as text unless asked to turn them into UUIDs.
+        recorder.validate_uuids = True
+        return recorder
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="two choices of the adapter, whatever the server: max_notification_id() is 0, "
+        "not None, when no event matches (get_commit_position's 0), and insert_events() "
+        "answers the append's one commit position for each of its events ([2, 2], not "
+        "[1, 2]); the adapter's own CI replaces this case for KurrentDB too",
+    )
+    def test_insert_select(self) -> None:
+        super().test_insert_select()
+
+    def test_insert_subscribe(self) -> None:
+        # Optional in the library: for recorders that can subscribe, which this one can.
+        self.optional_test_insert_subscribe()
+
+
+@pytest.mark.usefixtures("fresh_uri")
+class TestApplication(application.ExampleApplicationTestCase):
+    expected_factory_topic = "eventsourcing_kurrentdb.factory:KurrentDBFactory"
+    uri: str
+
+    def setUp(self) -> None:
+        self.initial_version = eventsourcing.domain.Aggregate.INITIAL_VERSION
+        eventsourcing.domain.Aggregate.INITIAL_VERSION = 0
+        super().setUp()
+        os.environ["PERSISTENCE_MODULE"] = "eventsourcing_kurrentdb"
+        os.environ["KURRENTDB_URI"] = self.uri
+
+    def tearDown(self) -> None:
+        eventsourcing.domain.Aggregate.INITIAL_VERSION = self.initial_version
+        os.environ.pop("PERSISTENCE_MODULE", None)
+        os.environ.pop("KURRENTDB_URI", None)
+        super().tearDown()
