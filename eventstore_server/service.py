@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -201,19 +202,26 @@ class EventStoreService(GroupHandlers, SessionHandlers, HistoryHandlers):
     ) -> AsyncIterator[bytes]:
         principal = self._access.principal(context)
         target, after = await self._subscription(request, principal)
+        with self.subscription_slot(principal):
+            metrics.READS.labels("Subscribe").inc()
+            async for message in subscribe(
+                self._reader, self._tail, target, after, self._limits.read_page_size
+            ):
+                yield message
+
+    @contextlib.contextmanager
+    def subscription_slot(self, principal: str) -> Iterator[None]:
+        """One of `principal`'s open subscriptions (on either port), while it lasts;
+        ResourceExhausted when it has the most allowed open already."""
         most = self._limits.max_subscriptions_per_principal
         if self._subscriptions[principal] >= most:
             raise ResourceExhausted(
                 f"{principal} has {most} subscriptions open, the most allowed at once"
             )
         self._subscriptions[principal] += 1
-        metrics.READS.labels("Subscribe").inc()
         metrics.SUBSCRIPTIONS.inc()
         try:
-            async for message in subscribe(
-                self._reader, self._tail, target, after, self._limits.read_page_size
-            ):
-                yield message
+            yield
         finally:
             self._subscriptions[principal] -= 1
             if not self._subscriptions[principal]:

@@ -123,7 +123,7 @@ def _batch_error(error: StoreError, stream: str) -> status_pb2.Status:
         return _status(
             error, shared_pb2.StreamDeleted(stream_identifier=mapping.identifier(stream))
         )
-    if error.code.name == "PERMISSION_DENIED":
+    if error.code.name in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
         return _status(error, shared_pb2.AccessDenied())
     if error.code.name == "INVALID_ARGUMENT":
         return _status(error, shared_pb2.BadRequest(message=error.message))
@@ -134,6 +134,7 @@ def _batch_error(error: StoreError, stream: str) -> status_pb2.Status:
 class _Batch:
     options: streams_pb2.BatchAppendReq.Options | None = None
     events: list[pb.EventData] = field(default_factory=list)
+    too_many: bool = False  # more events than one append may carry: kept no more, refused
 
 
 class KurrentStreams:
@@ -269,9 +270,17 @@ class KurrentStreams:
                 async for request in requests:
                     key = mapping.uuid_text(request.correlation_id)
                     batch = open_batches.setdefault(key, _Batch())
+                    if len(open_batches) > MAX_PENDING_BATCHES:
+                        raise InvalidArgument(
+                            f"more than {MAX_PENDING_BATCHES} batches are open at once",
+                            field="correlation_id",
+                        )
                     if request.HasField("options"):
                         batch.options = request.options
-                    for message in request.proposed_messages:
+                    most = self._limits.max_events_per_append
+                    if len(batch.events) + len(request.proposed_messages) > most:
+                        batch.too_many, batch.events = True, []
+                    for message in [] if batch.too_many else request.proposed_messages:
                         batch.events.append(
                             mapping.event_data(
                                 message.id, message.metadata, message.custom_metadata, message.data
@@ -323,6 +332,11 @@ class KurrentStreams:
                 raise principal
             if batch.options is None:
                 raise InvalidArgument("a batch needs options", field="options")
+            if batch.too_many:
+                raise InvalidArgument(
+                    f"a batch may carry at most {self._limits.max_events_per_append} events",
+                    field="proposed_messages",
+                )
             stream = self._name(options.stream_identifier)
             expected = mapping.expected_version(options, "expected_stream_position")
             written = await self._write(principal, stream, expected, batch.events)
@@ -526,35 +540,38 @@ class KurrentStreams:
             else:
                 after = 0
             target = Target()
-        yield streams_pb2.ReadResp(
-            confirmation=streams_pb2.ReadResp.SubscriptionConfirmation(
-                subscription_id=str(uuid.uuid4())
-            )
-        )
         checkpointed = after
         last_version = target.after_version
         feed = subscribe(self._reader, self._tail, target, after, self._limits.read_page_size)
         try:
-            async for message in feed:
-                response = pb.SubscribeResponse.FromString(message)
-                for event in response.events:
-                    if chosen is None or chosen.test(event):
-                        yield mapping.read_event(event, structured)
-                    last_version = event.version
-                scanned = response.scanned_position
-                if response.caught_up:
-                    yield _caught_up(target, last_version, scanned)
-                elif (
-                    chosen is not None
-                    and scanned > checkpointed
-                    and (not response.events or scanned - checkpointed >= chosen.checkpoint_every)
-                ):
-                    checkpointed = scanned
-                    yield streams_pb2.ReadResp(
-                        checkpoint=streams_pb2.ReadResp.Checkpoint(
-                            commit_position=scanned, prepare_position=scanned, timestamp=_now()
-                        )
+            with self._store.subscription_slot(principal):
+                yield streams_pb2.ReadResp(
+                    confirmation=streams_pb2.ReadResp.SubscriptionConfirmation(
+                        subscription_id=str(uuid.uuid4())
                     )
+                )
+                async for message in feed:
+                    response = pb.SubscribeResponse.FromString(message)
+                    for event in response.events:
+                        if chosen is None or chosen.test(event):
+                            yield mapping.read_event(event, structured)
+                        last_version = event.version
+                    scanned = response.scanned_position
+                    if response.caught_up:
+                        yield _caught_up(target, last_version, scanned)
+                    elif (
+                        chosen is not None
+                        and scanned > checkpointed
+                        and (
+                            not response.events or scanned - checkpointed >= chosen.checkpoint_every
+                        )
+                    ):
+                        checkpointed = scanned
+                        yield streams_pb2.ReadResp(
+                            checkpoint=streams_pb2.ReadResp.Checkpoint(
+                                commit_position=scanned, prepare_position=scanned, timestamp=_now()
+                            )
+                        )
         finally:
             with contextlib.suppress(Exception):
                 await feed.aclose()  # type: ignore[attr-defined]

@@ -20,6 +20,7 @@ from kurrentdbclient import (
     StreamState,
 )
 from kurrentdbclient.exceptions import (
+    AccessDeniedError,
     BadRequestError,
     FailedPreconditionError,
     GrpcError,
@@ -305,6 +306,9 @@ def test_bad_input_is_refused_and_changes_nothing(kurrent: KurrentDBClient) -> N
         kurrent.append_to_stream(
             name, events=[event("A"), event("")], current_version=StreamState.ANY
         )
+    too_many = [event("A") for _ in range(1001)]  # one more than an append may carry
+    with pytest.raises(BadRequestError, match="at most 1000 events"):
+        kurrent.append_to_stream(name, events=too_many, current_version=StreamState.ANY)
     with pytest.raises(GrpcError, match="whitespace"):  # our names have none
         kurrent.append_to_stream("with space", events=event("A"), current_version=StreamState.ANY)
     with pytest.raises(NotFoundError):
@@ -400,6 +404,11 @@ def test_tls_with_basic_credentials(secure_store: tuple[KurrentStore, str]) -> N
         pytest.raises(UnauthenticatedError),
     ):
         client.append_to_stream(stream(), events=event("A"), current_version=StreamState.ANY)
+    with (
+        KurrentDBClient(other, root_certificates=root) as client,
+        pytest.raises(AccessDeniedError),  # BatchAppend answers per batch, as KurrentDB does
+    ):
+        client.append_to_stream(stream(), events=[event("A")], current_version=StreamState.ANY)
 
 
 def test_the_readme_example(
