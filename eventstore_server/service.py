@@ -132,6 +132,10 @@ class EventStoreService(GroupHandlers, SessionHandlers, HistoryHandlers):
     def history(self) -> History:
         return self._history
 
+    @property
+    def groups(self) -> GroupManager | None:
+        return self._groups
+
     def close_sessions(self) -> None:
         """On shutdown: sessions answer what they have taken, then end (UNAVAILABLE)."""
         self._closing.set()

@@ -9,5 +9,7 @@ and `eventstore_server.server` imports it only when the port is asked for.
 - `filters`: the $all filters (regular expressions and prefixes on stream names or types).
 - `stream_metadata`: KurrentDB's `$$<stream>` metadata streams over our stream metadata.
 - `streams`: the Streams service (Append, BatchAppend, Read, Delete, Tombstone).
-- `serve`: the second server: Streams, Gossip, and what the clients ask of the rest.
+- `persistent`: the PersistentSubscriptions service, over our consumer groups.
+- `answers`: refusals in KurrentDB's form (status, message, `exception` trailers).
+- `serve`: the second server: Streams, PersistentSubscriptions and Gossip.
 """

@@ -1,10 +1,9 @@
 """The KurrentDB port: a second gRPC server on the store's event loop, beside our own.
 
-It serves Streams (`streams.KurrentStreams`), Gossip (this one node, as leader, so clients
-that discover a cluster find it), and answers PersistentSubscriptions.List with NOT_FOUND, which
-KurrentDB's clients read as "no subscriptions". Everything else KurrentDB offers (projections,
-operations, users, persistent subscriptions) answers UNIMPLEMENTED, gRPC's answer for an unknown
-service or method.
+It serves Streams (`streams.KurrentStreams`), PersistentSubscriptions over our consumer groups
+(`persistent`), and Gossip (this one node, as leader, so clients that discover a cluster find
+it). Everything else KurrentDB offers (projections, operations, users) answers UNIMPLEMENTED,
+gRPC's answer for an unknown service.
 """
 
 from __future__ import annotations
@@ -15,10 +14,9 @@ from typing import Any
 
 import grpc
 
-from contracts.kurrentdb.protocols.v1 import gossip_pb2, shared_pb2, streams_pb2
-from eventstore_server.errors import NotFound
+from contracts.kurrentdb.protocols.v1 import gossip_pb2, persistent_pb2, shared_pb2, streams_pb2
 from eventstore_server.handling import Context
-from eventstore_server.kurrentdb.answers import kurrent_answers
+from eventstore_server.kurrentdb.persistent import KurrentPersistentSubscriptions
 from eventstore_server.kurrentdb.streams import KurrentStreams
 from eventstore_server.service import EventStoreService
 from hosting.interceptors import refuse_malformed
@@ -26,12 +24,18 @@ from hosting.security import ServerTLS, add_port
 
 STREAMS = streams_pb2.DESCRIPTOR.services_by_name["Streams"]
 GOSSIP = gossip_pb2.DESCRIPTOR.services_by_name["Gossip"]
-PERSISTENT = "event_store.client.persistent_subscriptions.PersistentSubscriptions"
+PERSISTENT = persistent_pb2.DESCRIPTOR.services_by_name["PersistentSubscriptions"]
 
 
 def _serialize(message: Any) -> bytes:
     encoded: bytes = message.SerializeToString()
     return encoded
+
+
+def _message(module: Any, descriptor: Any) -> Any:
+    """The generated class of a method's input: in `module`, or (event_store.client.Empty)
+    in shared_pb2."""
+    return getattr(module, descriptor.name, None) or getattr(shared_pb2, descriptor.name)
 
 
 def _handlers(service: Any, descriptor: Any, module: Any) -> grpc.GenericRpcHandler:
@@ -48,7 +52,7 @@ def _handlers(service: Any, descriptor: Any, module: Any) -> grpc.GenericRpcHand
         handlers[method.name] = refuse_malformed(
             kind(
                 getattr(service, method.name),
-                request_deserializer=getattr(module, method.input_type.name).FromString,
+                request_deserializer=_message(module, method.input_type).FromString,
                 response_serializer=_serialize,
             )
         )
@@ -73,19 +77,6 @@ class Gossip:
         return gossip_pb2.ClusterInfo(members=[member])
 
 
-class _NoPersistentSubscriptions:
-    @kurrent_answers
-    async def List(self, request: bytes, context: Context) -> bytes:
-        raise NotFound("this store has no persistent subscriptions (see its consumer groups)")
-
-
-def _persistent_handlers() -> grpc.GenericRpcHandler:
-    listing: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(
-        _NoPersistentSubscriptions().List
-    )
-    return grpc.method_handlers_generic_handler(PERSISTENT, {"List": listing})
-
-
 async def start(
     store: EventStoreService,
     listen: str,
@@ -97,7 +88,7 @@ async def start(
     server.add_generic_rpc_handlers(
         (
             _handlers(KurrentStreams(store), STREAMS, streams_pb2),
-            _persistent_handlers(),
+            _handlers(KurrentPersistentSubscriptions(store), PERSISTENT, persistent_pb2),
         )
     )
     port = add_port(server, listen, tls)
@@ -107,7 +98,7 @@ async def start(
             _handlers(
                 Gossip(host if host not in ("", "0.0.0.0", "::") else "localhost", port),
                 GOSSIP,
-                shared_pb2,
+                gossip_pb2,
             ),
         )
     )

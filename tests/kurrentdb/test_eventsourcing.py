@@ -15,10 +15,18 @@ from collections.abc import Callable, Iterator
 
 import eventsourcing.domain
 import pytest
-from eventsourcing.persistence import AggregateRecorder, ApplicationRecorder
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
+    InfrastructureFactory,
+    ProcessRecorder,
+    TrackingRecorder,
+)
 
 # Modules, not their classes: pytest would collect a base class imported by name, unconfigured.
 from eventsourcing.tests import application, persistence
+from eventsourcing.utils import Environment
+from eventsourcing_kurrentdb.factory import KurrentDBFactory
 from eventsourcing_kurrentdb.recorders import (
     KurrentDBAggregateRecorder,
     KurrentDBApplicationRecorder,
@@ -103,3 +111,51 @@ class TestApplication(application.ExampleApplicationTestCase):
         os.environ.pop("PERSISTENCE_MODULE", None)
         os.environ.pop("KURRENTDB_URI", None)
         super().tearDown()
+
+
+@pytest.mark.usefixtures("fresh_uri")
+class TestFactory(persistence.InfrastructureFactoryTestCase[KurrentDBFactory]):
+    uri: str
+
+    class SubApplicationRecorder(KurrentDBApplicationRecorder):
+        pass
+
+    def setUp(self) -> None:
+        self.env = Environment("TestCase")
+        self.env[InfrastructureFactory.PERSISTENCE_MODULE] = KurrentDBFactory.__module__
+        self.env[KurrentDBFactory.KURRENTDB_URI] = self.uri
+        super().setUp()
+
+    def tearDown(self) -> None:
+        os.environ.pop(KurrentDBFactory.KURRENTDB_URI, None)
+        super().tearDown()
+
+    def expected_factory_class(self) -> type[KurrentDBFactory]:
+        return KurrentDBFactory
+
+    def expected_aggregate_recorder_class(self) -> type[AggregateRecorder]:
+        return KurrentDBAggregateRecorder
+
+    def expected_application_recorder_class(self) -> type[ApplicationRecorder]:
+        return KurrentDBApplicationRecorder
+
+    def application_recorder_subclass(self) -> type[ApplicationRecorder]:
+        return self.SubApplicationRecorder
+
+    # The adapter records no tracking or process records: the two cases that use these skip.
+    def expected_tracking_recorder_class(self) -> type[TrackingRecorder]:
+        raise NotImplementedError
+
+    def tracking_recorder_subclass(self) -> type[TrackingRecorder]:
+        raise NotImplementedError
+
+    def expected_process_recorder_class(self) -> type[ProcessRecorder]:
+        raise NotImplementedError
+
+    @pytest.mark.skip(reason="the adapter has no process recorder (its factory raises)")
+    def test_create_process_recorder(self) -> None:
+        raise AssertionError("not applicable")
+
+    @pytest.mark.skip(reason="the adapter has no tracking recorder (its factory raises)")
+    def test_create_tracking_recorder(self) -> None:
+        raise AssertionError("not applicable")
