@@ -51,6 +51,37 @@ async def kurrent_append_rate(uri: str, callers: int, duration: float) -> float:
         await client.close()
 
 
+async def kurrent_raw_append_rate(address: str, callers: int, duration: float) -> float:
+    """Single-event Appends on a raw channel, with KurrentDB's messages as its client bundles
+    them: the server's cost without the client library's per-call work."""
+    streams = [f"kurrentraw-{uuid.uuid4()}" for _ in range(callers)]
+    async with grpc.aio.insecure_channel(address) as channel:
+        append = channel.stream_unary(
+            "/event_store.client.streams.Streams/Append",
+            request_serializer=streams_pb2.AppendReq.SerializeToString,
+            response_deserializer=streams_pb2.AppendResp.FromString,
+        )
+
+        async def work(n: int) -> int:
+            options = streams_pb2.AppendReq.Options(
+                stream_identifier=shared_pb2.StreamIdentifier(stream_name=streams[n].encode()),
+                any=shared_pb2.Empty(),
+            )
+            message = streams_pb2.AppendReq.ProposedMessage(
+                id=shared_pb2.UUID(string=str(uuid.uuid4())),
+                metadata={"type": "Benchmarked", "content-type": "application/json"},
+                data=PAYLOAD,
+            )
+            requests = [
+                streams_pb2.AppendReq(options=options),
+                streams_pb2.AppendReq(proposed_message=message),
+            ]
+            await append(iter(requests))
+            return 1
+
+        return await timed_rate(duration, callers, work)
+
+
 async def kurrent_read_rate(uri: str, stream: str, callers: int, duration: float) -> float:
     client = AsyncKurrentDBClient(uri)
     await client.connect()
@@ -107,6 +138,17 @@ async def run(bench: Bench) -> list[dict[str, Any]]:
             "kurrentdbclient (Append)",
             functools.partial(kurrent_append_rate, uri, callers, cfg.duration),
         ),
+        (
+            "our API (unary Append)",
+            functools.partial(grpc_append_rate, store.address, callers, 1, cfg.duration),
+        ),
+        callers=callers,
+    )
+    ratios.append(ratio(ours, base))
+    ours, base = await bench.compare(
+        "append 1 event, KurrentDB protocol",
+        "events/s",
+        ("raw Append", functools.partial(kurrent_raw_append_rate, listen, callers, cfg.duration)),
         (
             "our API (unary Append)",
             functools.partial(grpc_append_rate, store.address, callers, 1, cfg.duration),
