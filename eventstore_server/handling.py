@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -36,15 +36,10 @@ def as_of_time(request: Message, field: str) -> datetime | None:
         raise InvalidArgument(f"{field} is not a valid time: {error}", field=field) from None
 
 
-async def _abort(context: Context, error: StoreError) -> NoReturn:
-    await context.abort_with_status(error.to_status())
-    raise AssertionError("abort_with_status returned")
-
-
 ANSWERED = (StoreError, ShuttingDown, *CONNECTION_ERRORS)
 
 
-def as_store_error(exc: BaseException) -> StoreError:
+def _as_store_error(exc: BaseException) -> StoreError:
     if isinstance(exc, StoreError):
         return exc
     if isinstance(exc, ShuttingDown):
@@ -53,29 +48,45 @@ def as_store_error(exc: BaseException) -> StoreError:
 
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
+Abort = Callable[[Context, StoreError], Awaitable[None]]
 
 
-def answers(handler: Handler) -> Handler:
-    """The one place a handler's failures become statuses: a refusal (`StoreError`) answers
-    with its code and ErrorInfo; a lost database connection, or a server shutting down under a
-    subscription, with UNAVAILABLE (the client may retry). Anything else is a bug: UNKNOWN."""
-    if inspect.isasyncgenfunction(handler):
+async def _abort(context: Context, error: StoreError) -> None:
+    await context.abort_with_status(error.to_status())
+
+
+def answering(abort: Abort) -> Callable[[Handler], Handler]:
+    """A decorator that turns a handler's failures into answers through `abort` (which ends
+    the call): a refusal (`StoreError`) as itself; a lost database connection, or a server
+    shutting down under a subscription, as UNAVAILABLE (the client may retry). Anything else is
+    a bug: UNKNOWN."""
+
+    def decorate(handler: Handler) -> Handler:
+        if inspect.isasyncgenfunction(handler):
+
+            @functools.wraps(handler)
+            async def streaming(self: Any, request: Any, context: Context) -> AsyncIterator[Any]:
+                try:
+                    async for message in handler(self, request, context):
+                        yield message
+                except ANSWERED as exc:
+                    await abort(context, _as_store_error(exc))
+                    raise AssertionError("abort returned") from exc
+
+            return streaming  # type: ignore[return-value]
 
         @functools.wraps(handler)
-        async def streaming(self: Any, request: Any, context: Context) -> AsyncIterator[Any]:
+        async def unary(self: Any, request: Any, context: Context) -> Any:
             try:
-                async for message in handler(self, request, context):
-                    yield message
+                return await handler(self, request, context)
             except ANSWERED as exc:
-                await _abort(context, as_store_error(exc))
+                await abort(context, _as_store_error(exc))
+                raise AssertionError("abort returned") from exc
 
-        return streaming  # type: ignore[return-value]
+        return unary  # type: ignore[return-value]
 
-    @functools.wraps(handler)
-    async def unary(self: Any, request: Any, context: Context) -> Any:
-        try:
-            return await handler(self, request, context)
-        except ANSWERED as exc:
-            await _abort(context, as_store_error(exc))
+    return decorate
 
-    return unary  # type: ignore[return-value]
+
+# Our own API's answers: the status with its ErrorInfo (see errors.py).
+answers = answering(_abort)

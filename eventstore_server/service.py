@@ -47,7 +47,7 @@ from eventstore_server.validation import (
     stream_name,
 )
 from eventstore_server.writer import AppendResult, GroupCommitWriter
-from hosting.interceptors import refuse_malformed
+from hosting.grpc_server import service_handlers
 
 
 def _serialize(message: Any) -> bytes:
@@ -62,24 +62,7 @@ def add_to_server(service: EventStoreService, server: grpc.aio.Server) -> None:
     """Register the service like the generated helper does, but with `_serialize`, and with
     malformed requests refused cleanly."""
     descriptor = pb.DESCRIPTOR.services_by_name["EventStore"]
-    handlers = {}
-    for method in descriptor.methods:
-        if method.client_streaming:
-            kind = grpc.stream_stream_rpc_method_handler
-        elif method.server_streaming:
-            kind = grpc.unary_stream_rpc_method_handler
-        else:
-            kind = grpc.unary_unary_rpc_method_handler
-        handlers[method.name] = refuse_malformed(
-            kind(
-                getattr(service, method.name),
-                request_deserializer=getattr(pb, method.input_type.name).FromString,
-                response_serializer=_serialize,
-            )
-        )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(descriptor.full_name, handlers),)
-    )
+    server.add_generic_rpc_handlers((service_handlers(service, descriptor, _serialize),))
 
 
 def _subscriber_name(name: str, limits: Limits) -> str:

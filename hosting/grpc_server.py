@@ -5,13 +5,47 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from hosting.interceptors import refuse_malformed
 from hosting.security import NO_PORT_SHARING, add_port
+
+
+def _encode(message: Any) -> bytes:
+    encoded: bytes = message.SerializeToString()
+    return encoded
+
+
+def service_handlers(
+    service: Any, descriptor: ServiceDescriptor, serialize: Callable[[Any], bytes] = _encode
+) -> grpc.GenericRpcHandler:
+    """Every method of `descriptor`, served by `service`'s method of the same name: requests
+    parsed as the generated code parses them (malformed ones answered INVALID_ARGUMENT, see
+    `refuse_malformed`), answers encoded by `serialize` (which may pass bytes through)."""
+    kinds = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    handlers = {}
+    for method in descriptor.methods:
+        kind = kinds[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = refuse_malformed(
+            kind(
+                getattr(service, method.name),
+                request_deserializer=message_factory.GetMessageClass(method.input_type).FromString,
+                response_serializer=serialize,
+            )
+        )
+    return grpc.method_handlers_generic_handler(descriptor.full_name, handlers)
 
 
 async def health_only_server(address: str, servicer: health.aio.HealthServicer) -> grpc.aio.Server:

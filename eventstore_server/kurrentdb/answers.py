@@ -7,13 +7,8 @@ error instead of mapping the status code (NotFoundError, UnauthenticatedError, .
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import AsyncIterator
-from typing import Any, NoReturn
-
 from eventstore_server.errors import StoreError, StreamDeleted
-from eventstore_server.handling import ANSWERED, Context, Handler, as_store_error
+from eventstore_server.handling import Context, answering
 
 
 def trailers(error: StoreError) -> tuple[tuple[str, str], ...]:
@@ -34,31 +29,9 @@ def trailers(error: StoreError) -> tuple[tuple[str, str], ...]:
     return ()
 
 
-async def _abort(context: Context, exc: BaseException) -> NoReturn:
-    error = as_store_error(exc)
+async def _abort(context: Context, error: StoreError) -> None:
     await context.abort(error.code, error.message, trailers(error))
-    raise AssertionError("abort returned")
 
 
-def kurrent_answers(handler: Handler) -> Handler:
-    """`handling.answers` for the KurrentDB port: the same refusals, in KurrentDB's form."""
-    if inspect.isasyncgenfunction(handler):
-
-        @functools.wraps(handler)
-        async def streaming(self: Any, request: Any, context: Context) -> AsyncIterator[Any]:
-            try:
-                async for message in handler(self, request, context):
-                    yield message
-            except ANSWERED as exc:
-                await _abort(context, exc)
-
-        return streaming  # type: ignore[return-value]
-
-    @functools.wraps(handler)
-    async def unary(self: Any, request: Any, context: Context) -> Any:
-        try:
-            return await handler(self, request, context)
-        except ANSWERED as exc:
-            await _abort(context, exc)
-
-    return unary  # type: ignore[return-value]
+# `handling.answers` for the KurrentDB port: the same refusals, in KurrentDB's form.
+kurrent_answers = answering(_abort)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
 
 import grpc
 
@@ -19,44 +18,12 @@ from eventstore_server.handling import Context
 from eventstore_server.kurrentdb.persistent import KurrentPersistentSubscriptions
 from eventstore_server.kurrentdb.streams import KurrentStreams
 from eventstore_server.service import EventStoreService
-from hosting.interceptors import refuse_malformed
+from hosting.grpc_server import service_handlers
 from hosting.security import ServerTLS, add_port
 
 STREAMS = streams_pb2.DESCRIPTOR.services_by_name["Streams"]
 GOSSIP = gossip_pb2.DESCRIPTOR.services_by_name["Gossip"]
 PERSISTENT = persistent_pb2.DESCRIPTOR.services_by_name["PersistentSubscriptions"]
-
-
-def _serialize(message: Any) -> bytes:
-    encoded: bytes = message.SerializeToString()
-    return encoded
-
-
-def _message(module: Any, descriptor: Any) -> Any:
-    """The generated class of a method's input: in `module`, or (event_store.client.Empty)
-    in shared_pb2."""
-    return getattr(module, descriptor.name, None) or getattr(shared_pb2, descriptor.name)
-
-
-def _handlers(service: Any, descriptor: Any, module: Any) -> grpc.GenericRpcHandler:
-    handlers = {}
-    for method in descriptor.methods:
-        if method.client_streaming and method.server_streaming:
-            kind = grpc.stream_stream_rpc_method_handler
-        elif method.client_streaming:
-            kind = grpc.stream_unary_rpc_method_handler
-        elif method.server_streaming:
-            kind = grpc.unary_stream_rpc_method_handler
-        else:
-            kind = grpc.unary_unary_rpc_method_handler
-        handlers[method.name] = refuse_malformed(
-            kind(
-                getattr(service, method.name),
-                request_deserializer=_message(module, method.input_type).FromString,
-                response_serializer=_serialize,
-            )
-        )
-    return grpc.method_handlers_generic_handler(descriptor.full_name, handlers)
 
 
 class Gossip:
@@ -85,21 +52,14 @@ async def start(
 ) -> tuple[grpc.aio.Server, int]:
     """Start the KurrentDB port; the server and the port it took."""
     server = grpc.aio.server(options=options)
-    server.add_generic_rpc_handlers(
-        (
-            _handlers(KurrentStreams(store), STREAMS, streams_pb2),
-            _handlers(KurrentPersistentSubscriptions(store), PERSISTENT, persistent_pb2),
-        )
-    )
     port = add_port(server, listen, tls)
     host = listen.rsplit(":", 1)[0].strip("[]")
+    advertised = host if host not in ("", "0.0.0.0", "::") else "localhost"
     server.add_generic_rpc_handlers(
         (
-            _handlers(
-                Gossip(host if host not in ("", "0.0.0.0", "::") else "localhost", port),
-                GOSSIP,
-                gossip_pb2,
-            ),
+            service_handlers(KurrentStreams(store), STREAMS),
+            service_handlers(KurrentPersistentSubscriptions(store), PERSISTENT),
+            service_handlers(Gossip(advertised, port), GOSSIP),
         )
     )
     await server.start()

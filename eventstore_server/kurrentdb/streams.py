@@ -138,7 +138,7 @@ class _Batch:
 
 
 class KurrentStreams:
-    """The Streams service's handlers (registered by `serve.add_streams`)."""
+    """The Streams service's handlers (registered by `serve.start`)."""
 
     def __init__(self, store: EventStoreService) -> None:
         self._store = store
