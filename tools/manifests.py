@@ -86,6 +86,9 @@ def local_process(
     def local(text: str) -> str:
         text = re.sub(r"0\.0\.0\.0:9100", f"127.0.0.1:{ports.get(component + '-metrics', 0)}", text)
         text = re.sub(r"0\.0\.0\.0:8080", f"127.0.0.1:{ports.get(component + '-console', 0)}", text)
+        text = re.sub(
+            r"0\.0\.0\.0:2113", f"127.0.0.1:{ports.get(component + '-kurrentdb', 0)}", text
+        )
         text = re.sub(r"0\.0\.0\.0:(\d+)", f"127.0.0.1:{ports[component]}", text)
         for name, port in ports.items():
             text = re.sub(rf"\b{re.escape(name)}:\d+\b", f"127.0.0.1:{port}", text)
