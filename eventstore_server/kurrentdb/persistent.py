@@ -57,15 +57,18 @@ class Unimplemented(StoreError):
     reason = "UNIMPLEMENTED"
 
 
-def _source(options: Any, field: str = "stream_option") -> str:
-    """The category a subscription's stream option names ("" for $all)."""
-    which = options.WhichOneof(field)
+def _source(options: Any) -> str:
+    """The category a request's `stream_option` names ("" for $all). The option holds a
+    StreamIdentifier, or (in CreateReq) StreamOptions around one."""
+    which = options.WhichOneof("stream_option")
+    if which is None:
+        raise InvalidArgument("a persistent subscription needs a stream or all", field="stream")
     if which == "all":
         return ""
-    identifier = getattr(options, which) if which else None
-    if identifier is not None and not isinstance(identifier, shared_pb2.StreamIdentifier):
-        identifier = identifier.stream_identifier  # CreateReq.StreamOptions
-    stream = mapping.stream_of(identifier) if identifier is not None else ""
+    identifier = getattr(options, which)
+    if not isinstance(identifier, shared_pb2.StreamIdentifier):
+        identifier = identifier.stream_identifier
+    stream = mapping.stream_of(identifier)
     if stream == ALL:
         return ""
     if not stream.startswith(CATEGORY_STREAM) or len(stream) == len(CATEGORY_STREAM):

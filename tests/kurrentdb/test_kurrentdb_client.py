@@ -34,6 +34,7 @@ from eventstore_client import EventStoreClient
 from eventstore_client import NewEvent as OurEvent
 from tests.kurrentdb.conftest import KurrentStore, start_kurrent_store
 from tests.tls import Authority
+from tools.processes import wait_until
 
 
 @pytest.fixture
@@ -296,6 +297,16 @@ def test_stream_metadata_is_kept_and_honoured(kurrent: KurrentDBClient) -> None:
     with pytest.raises(GrpcError, match="whole number"):  # INVALID_ARGUMENT; nothing changed
         kurrent.set_stream_metadata(name, metadata={"$maxCount": "three"}, current_version=1)
     assert kurrent.get_stream_metadata(name) == ({"$tb": 4}, 1)
+
+
+def test_max_age_hides_events_older_than_it(kurrent: KurrentDBClient) -> None:
+    name = stream()
+    kurrent.append_to_stream(name, events=event("Old"), current_version=StreamState.NO_STREAM)
+    kurrent.set_stream_metadata(name, metadata={"$maxAge": 1})
+    assert kurrent.get_stream_metadata(name)[0] == {"$maxAge": 1}
+    wait_until(lambda: kurrent.get_stream(name) == (), timeout=30)  # a second after its append
+    kurrent.append_to_stream(name, events=event("New"), current_version=0)
+    assert [e.type for e in kurrent.get_stream(name)] == ["New"]
 
 
 def test_bad_input_is_refused_and_changes_nothing(kurrent: KurrentDBClient) -> None:
