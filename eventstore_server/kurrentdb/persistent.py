@@ -50,6 +50,9 @@ ALL = "$all"
 SYSTEM_EVENTS_EXCLUDED = r"^(?!(\$.+$|PersistentConfig\d+$|Result$))"
 CATEGORY_STREAM = "$ce-"
 Nack = ps.ReadReq.Nack.Action
+# KurrentDB's strategies by name ("" from clients that send only the old enum field). All are
+# served with each stream in order; PinnedByCorrelation with each correlation id in order.
+STRATEGIES = ("", "DispatchToSingle", "RoundRobin", "Pinned", "PinnedByCorrelation")
 
 
 class Unimplemented(StoreError):
@@ -172,6 +175,11 @@ class KurrentPersistentSubscriptions:
             start_after = max(min(options.all.position.commit_position, MAX_INT64) - 1, 0)
         else:
             start_after = 0
+        if settings.consumer_strategy not in STRATEGIES:
+            raise InvalidArgument(
+                f"consumer_strategy must be one of {', '.join(STRATEGIES)}",
+                field="consumer_strategy",
+            )
         ordering = pb.GROUP_ORDERING_STREAM
         if settings.consumer_strategy == "PinnedByCorrelation":
             ordering = pb.GROUP_ORDERING_CORRELATION

@@ -24,6 +24,7 @@ from contracts.eventstore.v1 import eventstore_pb2 as pb
 from contracts.kurrentdb.protocols.v1 import shared_pb2, streams_pb2
 from eventstore_server.access import ALL_STREAMS
 from eventstore_server.errors import (
+    DuplicateEventId,
     InvalidArgument,
     StoreError,
     StreamDeleted,
@@ -70,6 +71,15 @@ class WrongRevision(StoreError):
             stream=stream,
             **{"expected-version": str(kurrent_expected), "actual-version": str(self.actual)},
         )
+
+
+class StreamSoftDeleted(StreamDeleted):
+    """A soft-deleted stream where one that exists is expected: KurrentDB says it is deleted."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.message = f"stream {stream!r} is deleted"
+        self.args = (self.message,)
 
 
 def _now() -> Timestamp:
@@ -125,7 +135,7 @@ def _batch_error(error: StoreError, stream: str) -> status_pb2.Status:
         )
     if error.code.name in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
         return _status(error, shared_pb2.AccessDenied())
-    if error.code.name == "INVALID_ARGUMENT":
+    if error.code.name == "INVALID_ARGUMENT" or isinstance(error, DuplicateEventId):
         return _status(error, shared_pb2.BadRequest(message=error.message))
     return _status(error, shared_pb2.Unknown())
 
@@ -170,6 +180,12 @@ class KurrentStreams:
             result = await self._store.submit_append(principal, request)
         except WrongExpectedVersion as wrong:
             raise WrongRevision(stream, expected, int(wrong.metadata["actual"])) from None
+        except DuplicateEventId:
+            # Some of the ids are taken (a retry mixed with new events, say). KurrentDB checks
+            # the expectation first: a stale one is reported as such.
+            if expected != Expectation.ANY:
+                await self._expect(principal, stream, expected)
+            raise
         return Written(result.version - 1, result.position)
 
     async def _expect(self, principal: str, stream: str, expected: int) -> Written:
@@ -368,6 +384,9 @@ class KurrentStreams:
         try:
             return await self._store.delete_stream(principal, stream, expected, tombstone)
         except WrongExpectedVersion as wrong:
+            view = await self._reader.stream_view(stream)
+            if expected == Expectation.STREAM_EXISTS and view is not None and view.version:
+                raise StreamSoftDeleted(stream) from None  # as KurrentDB reports it
             raise WrongRevision(stream, expected, int(wrong.metadata["actual"])) from None
 
     @kurrent_answers

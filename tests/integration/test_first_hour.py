@@ -242,6 +242,7 @@ def test_make_run_as_root_in_a_private_directory(tmp_path: Path) -> None:
                 "LOCALPG_PORT",
                 "OTLP_PORT",
                 "CONSOLE_PORT",
+                "KURRENTDB_PORT",
             )
         }
         env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | ports
@@ -270,6 +271,7 @@ def test_make_run_as_root_in_a_private_directory(tmp_path: Path) -> None:
         assert code == 0, text
         assert "links there" in text  # where the data went, and why
         assert f"console at http://127.0.0.1:{ports['CONSOLE_PORT']}/" in text
+        assert f"KurrentDB protocol on 127.0.0.1:{ports['KURRENTDB_PORT']}" in text
         assert (clone / ".run" / "pgdata").is_symlink()
         for noise in ("Traceback", "joining again", "resubscribing"):
             assert noise not in text, text

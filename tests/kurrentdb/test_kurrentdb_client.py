@@ -99,6 +99,10 @@ def test_a_retried_append_is_written_once(kurrent: KurrentDBClient) -> None:
     position = kurrent.append_to_stream(name, events=events, current_version=StreamState.NO_STREAM)
     again = kurrent.append_to_stream(name, events=events, current_version=StreamState.NO_STREAM)
     assert again == position
+    # A retry mixed with a new event under a stale expectation: the expectation is reported,
+    # as KurrentDB checks it first; nothing is written.
+    with pytest.raises(WrongCurrentVersionError):
+        kurrent.append_to_stream(name, events=[events[1], event("New")], current_version=0)
     single = event("C")
     kurrent.append_to_stream(name, events=single, current_version=1)
     kurrent.append_to_stream(name, events=single, current_version=1)
@@ -256,6 +260,8 @@ def test_delete_hides_the_stream_and_numbering_goes_on(kurrent: KurrentDBClient)
     kurrent.delete_stream(name, current_version=1)
     with pytest.raises(NotFoundError):
         kurrent.get_stream(name)
+    with pytest.raises(StreamIsDeletedError):  # a stream that must exist: deleted, it says
+        kurrent.delete_stream(name, current_version=StreamState.EXISTS)
     kurrent.append_to_stream(name, events=event("C"), current_version=StreamState.ANY)
     assert [(e.type, e.stream_position) for e in kurrent.get_stream(name)] == [("C", 2)]
     with pytest.raises(NotFoundError):

@@ -105,5 +105,7 @@ def test_what_does_not_map_is_refused(kurrent: KurrentDBClient) -> None:
         kurrent.create_subscription_to_stream("one-stream", f"order-{uuid.uuid4()}")
     with pytest.raises(KurrentDBClientError, match="filtered"):
         kurrent.create_subscription_to_all("some-types", filter_include=["OrderCreated"])
+    with pytest.raises(KurrentDBClientError, match="consumer_strategy"):
+        kurrent.create_subscription_to_all("odd", consumer_strategy="Sideways")  # type: ignore[call-overload]
     with pytest.raises(NotFoundError):
         kurrent.get_subscription_info("never-made")
