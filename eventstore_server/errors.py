@@ -49,6 +49,7 @@ class WrongExpectedVersion(StoreError):
     reason = "WRONG_EXPECTED_VERSION"
 
     def __init__(self, stream: str, expected: str, actual: int) -> None:
+        self.actual = actual  # the stream's version (0: none)
         super().__init__(
             f"stream {stream!r} is at version {actual}, expected {expected}",
             stream=stream,

@@ -112,10 +112,6 @@ class EventStoreService(GroupHandlers, SessionHandlers, HistoryHandlers):
         return self._limits
 
     @property
-    def history(self) -> History:
-        return self._history
-
-    @property
     def groups(self) -> GroupManager | None:
         return self._groups
 

@@ -113,26 +113,31 @@ class Tokens:
         return found
 
 
+def _authorization(metadata: Iterable[tuple[str, Any]] | None, scheme: str) -> str | None:
+    """What follows `scheme` (lower case, with its space) in an `authorization` header."""
+    for key, value in metadata or ():
+        if key == AUTHORIZATION and isinstance(value, str) and value.lower().startswith(scheme):
+            return value[len(scheme) :].strip()
+    return None
+
+
 def bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
     """The token of an `authorization: Bearer ...` header, if any."""
-    for key, value in metadata or ():
-        if key == AUTHORIZATION and isinstance(value, str) and value.lower().startswith(BEARER):
-            return value[len(BEARER) :].strip()
-    return None
+    return _authorization(metadata, BEARER)
 
 
 def basic_credentials(metadata: Iterable[tuple[str, Any]] | None) -> tuple[str, str] | None:
     """The user and password of an `authorization: Basic ...` header (KurrentDB's clients
     send one), if any; None too for one that is not base64 of `user:password`."""
-    for key, value in metadata or ():
-        if key == AUTHORIZATION and isinstance(value, str) and value.lower().startswith(BASIC):
-            try:
-                decoded = base64.b64decode(value[len(BASIC) :].strip(), validate=True).decode()
-            except (ValueError, UnicodeDecodeError):
-                return None
-            user, colon, password = decoded.partition(":")
-            return (user, password) if colon else None
-    return None
+    encoded = _authorization(metadata, BASIC)
+    if encoded is None:
+        return None
+    try:
+        decoded = base64.b64decode(encoded, validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else None
 
 
 # Calls that stay open without credentials: probes and service discovery.

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -82,6 +83,12 @@ class StreamSoftDeleted(StreamDeleted):
         self.args = (self.message,)
 
 
+def _not_found(identifier: shared_pb2.StreamIdentifier) -> streams_pb2.ReadResp:
+    return streams_pb2.ReadResp(
+        stream_not_found=streams_pb2.ReadResp.StreamNotFound(stream_identifier=identifier)
+    )
+
+
 def _now() -> Timestamp:
     stamp = Timestamp()
     stamp.GetCurrentTime()
@@ -127,7 +134,7 @@ def _batch_error(error: StoreError, stream: str) -> status_pb2.Status:
         else:
             wrong.expected_any.SetInParent()
         status = _status(error, wrong)
-        status.code = 6  # ALREADY_EXISTS, as KurrentDB answers a batch's wrong version
+        status.code = grpc.StatusCode.ALREADY_EXISTS.value[0]  # as KurrentDB answers a batch
         return status
     if isinstance(error, StreamDeleted):
         return _status(
@@ -179,7 +186,7 @@ class KurrentStreams:
         try:
             result = await self._store.submit_append(principal, request)
         except WrongExpectedVersion as wrong:
-            raise WrongRevision(stream, expected, int(wrong.metadata["actual"])) from None
+            raise WrongRevision(stream, expected, wrong.actual) from None
         except DuplicateEventId:
             # Some of the ids are taken (a retry mixed with new events, say). KurrentDB checks
             # the expectation first: a stale one is reported as such.
@@ -216,7 +223,7 @@ class KurrentStreams:
             version = await self._store.set_stream_rules(principal, stream, rules, expected)
         except WrongExpectedVersion as wrong:
             name = stream_metadata.PREFIX + stream
-            raise WrongRevision(name, expected, int(wrong.metadata["actual"])) from None
+            raise WrongRevision(name, expected, wrong.actual) from None
         return Written(version - 1, await self._reader.head())
 
     @kurrent_answers
@@ -387,7 +394,7 @@ class KurrentStreams:
             view = await self._reader.stream_view(stream)
             if expected == Expectation.STREAM_EXISTS and view is not None and view.version:
                 raise StreamSoftDeleted(stream) from None  # as KurrentDB reports it
-            raise WrongRevision(stream, expected, int(wrong.metadata["actual"])) from None
+            raise WrongRevision(stream, expected, wrong.actual) from None
 
     @kurrent_answers
     async def Delete(self, request: streams_pb2.DeleteReq, context: Context) -> Message:
@@ -436,21 +443,18 @@ class KurrentStreams:
         count = _count(options.count)
         stream = self._name(options.stream.stream_identifier)
         described = stream_metadata.described_stream(stream)
-        self._access.authorize(principal, "read", category_of(described or stream))
         if described is not None:
-            async for response in self._read_metadata(described, options, count, structured):
+            metadata = self._read_metadata(principal, described, options, count, structured)
+            async for response in metadata:
                 yield response
             return
+        self._access.authorize(principal, "read", category_of(stream))
         view = await self._reader.stream_view(stream)
         if view is not None and view.tombstoned:
             raise StreamDeleted(stream)  # FAILED_PRECONDITION "... is deleted", as KurrentDB
         if view is None or view.empty:
             # KurrentDB reports a soft-deleted stream as not found, too.
-            yield streams_pb2.ReadResp(
-                stream_not_found=streams_pb2.ReadResp.StreamNotFound(
-                    stream_identifier=options.stream.stream_identifier
-                )
-            )
+            yield _not_found(options.stream.stream_identifier)
             return
         if count is None:
             return
@@ -470,15 +474,11 @@ class KurrentStreams:
                 yield mapping.read_event(event, structured)
 
     async def _read_metadata(
-        self, stream: str, options: Options, count: int | None, structured: bool
+        self, principal: str, stream: str, options: Options, count: int | None, structured: bool
     ) -> AsyncIterator[streams_pb2.ReadResp]:
-        found = await self._store.history.rules(stream_name(stream, self._limits))
+        found = await self._store.stream_rules(principal, stream_name(stream, self._limits))
         if found is None:
-            yield streams_pb2.ReadResp(
-                stream_not_found=streams_pb2.ReadResp.StreamNotFound(
-                    stream_identifier=options.stream.stream_identifier
-                )
-            )
+            yield _not_found(options.stream.stream_identifier)
             return
         rules, version = found
         start = options.stream.WhichOneof("revision_option")
