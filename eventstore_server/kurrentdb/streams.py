@@ -481,13 +481,13 @@ class KurrentStreams:
             yield _not_found(options.stream.stream_identifier)
             return
         rules, version = found
-        start = options.stream.WhichOneof("revision_option")
-        wanted = options.stream.revision if start == "revision" else None
+        # Only the current metadata is kept: it is read when a read from the given revision
+        # (the start: 0, the end: past every revision) reaches its revision.
+        origin = options.stream.WhichOneof("revision_option")
+        bound = {"revision": options.stream.revision, "end": MAX_INT64}.get(origin or "", 0)
         backwards = options.read_direction == BACKWARDS
-        if count is None or (wanted is not None and wanted != version - 1 and not backwards):
+        if count is None or (version - 1 > bound if backwards else version - 1 < bound):
             return
-        if wanted is not None and wanted < version - 1 and backwards:
-            return  # older metadata is not kept
         head = await self._reader.head()
         event = stream_metadata.metadata_event(stream, rules, version, head)
         yield mapping.read_event(event, structured)

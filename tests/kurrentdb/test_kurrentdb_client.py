@@ -300,6 +300,14 @@ def test_stream_metadata_is_kept_and_honoured(kurrent: KurrentDBClient) -> None:
     kurrent.set_stream_metadata(name, metadata={"$tb": 4}, current_version=0)
     assert [e.type for e in kurrent.get_stream(name)] == ["E4"]
     assert kurrent.get_stream_metadata(name) == ({"$tb": 4}, 1)
+    # `$$<stream>` keeps the current metadata only, at its revision (1 here).
+    metadata_stream = f"$${name}"
+    assert [e.stream_position for e in kurrent.get_stream(metadata_stream)] == [1]
+    assert [e.stream_position for e in kurrent.get_stream(metadata_stream, stream_position=0)] == [
+        1
+    ]
+    assert kurrent.get_stream(metadata_stream, stream_position=0, backwards=True) == ()
+    assert kurrent.get_stream(metadata_stream, stream_position=2) == ()
     with pytest.raises(GrpcError, match="whole number"):  # INVALID_ARGUMENT; nothing changed
         kurrent.set_stream_metadata(name, metadata={"$maxCount": "three"}, current_version=1)
     assert kurrent.get_stream_metadata(name) == ({"$tb": 4}, 1)
