@@ -17,7 +17,7 @@ from eventstore_client.consumer import GroupConsumer, ensure_group
 from eventstore_client.personal import PersonalData
 from eventstore_client.repository import Repository
 from hosting import service as hosting
-from hosting.database import connect_pool, store_ready
+from hosting.database import connect_pool, dependency_away, store_ready
 from hosting.service import serve
 from hosting.settings import ServiceSettings
 
@@ -50,7 +50,9 @@ async def run(settings: ServiceSettings) -> None:
                 start_after_position=await client.get_checkpoint(GROUP) or 0,
             )
 
-        orders = GroupConsumer(client, GROUP, customers.on_order_event, ensure=ensure)
+        orders = GroupConsumer(
+            client, GROUP, customers.on_order_event, ensure=ensure, transient=dependency_away
+        )
 
         def register(server: grpc.aio.Server) -> list[str]:
             customer_pb2_grpc.add_CustomerServiceServicer_to_server(

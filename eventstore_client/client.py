@@ -92,6 +92,11 @@ def channel_options(max_message_bytes: int = 8 * 1024 * 1024) -> list[tuple[str,
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        # Reconnect to a store that went away within 2 s of its return (gRPC's default back-off
+        # grows to 120 s): calls waiting for it (wait-for-ready) and members joining again
+        # would otherwise sit out a back-off long after a restart.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
 
 
@@ -113,20 +118,24 @@ class EventStoreClient:
         timeout: float | None = 30.0,
         append_sessions: int = 1,
         pack_appends: bool = True,
+        wait_for_ready: bool = True,
     ) -> None:
         """`security`: the CA file for TLS, a client certificate, a bearer token
         (`ChannelSecurity.from_files(...)`); plaintext by default. `append_sessions`: appends
         go over this many AppendSession calls, shared by every caller (0: one unary Append
         call each, as before; what a store without sessions needs). `pack_appends`: appends
         ready at the same moment share one session message (False: one each, for a store that
-        predates packing)."""
+        predates packing). `wait_for_ready`: a call made while the store cannot be reached
+        (restarting, say) waits for it, within `timeout`, instead of failing at once with
+        UNAVAILABLE (False: fail at once, as a command-line tool wants)."""
         self.address = address
         self._channel = channel or security.channel(address, channel_options())
         self._stub = pb_grpc.EventStoreStub(self._channel)
         self._retries = retries
         self._timeout = timeout
+        self._wait_for_ready = wait_for_ready
         self._sessions = (
-            AppendSessions(self._channel, append_sessions, pack_appends)
+            AppendSessions(self._channel, append_sessions, pack_appends, wait_for_ready)
             if append_sessions
             else None
         )
@@ -184,7 +193,9 @@ class EventStoreClient:
                 if self._sessions is not None:
                     response = await self._sessions.append(request, self._timeout)
                 else:
-                    response = await self._stub.Append(request, timeout=self._timeout)
+                    response = await self._stub.Append(
+                        request, timeout=self._timeout, wait_for_ready=self._wait_for_ready
+                    )
                 return AppendResult(response.version, response.position)
             except grpc.aio.AioRpcError as error:
                 failure = from_rpc_error(error)
@@ -212,7 +223,11 @@ class EventStoreClient:
         )
         if as_of is not None:
             request.as_of.FromDatetime(as_of)
-        async for event in self._events(self._stub.ReadStream(request, timeout=self._timeout)):
+        async for event in self._events(
+            self._stub.ReadStream(
+                request, timeout=self._timeout, wait_for_ready=self._wait_for_ready
+            )
+        ):
             yield event
 
     async def read_stream_list(
@@ -241,7 +256,9 @@ class EventStoreClient:
             category=category,
             event_types=list(event_types),
         )
-        async for event in self._events(self._stub.ReadAll(request, timeout=self._timeout)):
+        async for event in self._events(
+            self._stub.ReadAll(request, timeout=self._timeout, wait_for_ready=self._wait_for_ready)
+        ):
             yield event
 
     async def subscribe(
@@ -267,7 +284,9 @@ class EventStoreClient:
             request.category = category
         else:
             request.all.SetInParent()
-        async for response in self._responses(self._stub.Subscribe(request)):
+        async for response in self._responses(
+            self._stub.Subscribe(request, wait_for_ready=self._wait_for_ready)
+        ):
             yield response
 
     async def commit_checkpoint(
@@ -323,7 +342,9 @@ class EventStoreClient:
         if as_of is not None:
             request.as_of.FromDatetime(as_of)
         async for response in self._responses(
-            self._stub.LoadStream(request, timeout=self._timeout)
+            self._stub.LoadStream(
+                request, timeout=self._timeout, wait_for_ready=self._wait_for_ready
+            )
         ):
             if response.HasField("snapshot"):
                 yield response.snapshot
@@ -426,7 +447,11 @@ class EventStoreClient:
         return list(response.groups)
 
     async def read_parked(self, group: str) -> list[pb.ParkedEvent]:
-        call = self._stub.ReadParked(pb.ReadParkedRequest(group=group), timeout=self._timeout)
+        call = self._stub.ReadParked(
+            pb.ReadParkedRequest(group=group),
+            timeout=self._timeout,
+            wait_for_ready=self._wait_for_ready,
+        )
         return [e async for response in self._responses(call) for e in response.events]
 
     async def replay_parked(self, group: str) -> int:
@@ -436,7 +461,7 @@ class EventStoreClient:
 
     def consume(self, group: str, member: str = "", max_in_flight: int = 0) -> GroupSession:
         """Join a consumer group: `async with client.consume("g") as session: ...`."""
-        return GroupSession(self._stub, group, member, max_in_flight)
+        return GroupSession(self._stub, group, member, max_in_flight, self._wait_for_ready)
 
     @staticmethod
     async def _responses(call: Any) -> AsyncGenerator[Any, None]:
@@ -459,7 +484,7 @@ class EventStoreClient:
 
     async def _unary(self, method: Any, request: Any) -> Any:
         try:
-            return await method(request, timeout=self._timeout)
+            return await method(request, timeout=self._timeout, wait_for_ready=self._wait_for_ready)
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
@@ -93,6 +95,11 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> EventStoreError:
     return _typed(error.code(), error.details() or "", error_info(error))
 
 
+def from_code(code: grpc.StatusCode, message: str) -> EventStoreError:
+    """The typed error for a bare status code and message (no ErrorInfo)."""
+    return _typed(code, message, None)
+
+
 def from_status(status: status_pb2.Status) -> EventStoreError:
     """The error a google.rpc.Status stands for (an AppendSession answer, say)."""
     code = next((c for c in grpc.StatusCode if c.value[0] == status.code), grpc.StatusCode.UNKNOWN)
@@ -111,3 +118,29 @@ def _typed(
     reason = info.reason if info else ""
     kind = _BY_REASON.get(reason) or _BY_CODE.get(code, EventStoreError)
     return kind(code, message, reason, dict(info.metadata) if info else None)
+
+
+# Codes that say the store or the network failed, not the request: the same request may succeed
+# later. RESOURCE_EXHAUSTED is not among them (an oversized message stays oversized).
+TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.ABORTED,
+    }
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether `error` is the store's or the network's failure (the store restarting, a
+    connection refused or reset, a deadline passed) rather than the caller's or the event's:
+    doing the same again later may succeed. Consumers retry such failures without counting
+    them against the event."""
+    if isinstance(error, EventStoreError):
+        return error.code in TRANSIENT_CODES
+    if isinstance(error, grpc.aio.AioRpcError):
+        return error.code() in TRANSIENT_CODES
+    # OSError: refused, reset, unreachable; InvalidStateError: a call that had already ended
+    # (grpc.aio's answer to a write on it).
+    return isinstance(error, (OSError, TimeoutError, asyncio.InvalidStateError))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -11,65 +12,110 @@ import grpc
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
 from contracts.eventstore.v1 import eventstore_pb2_grpc as pb_grpc
-from eventstore_client.errors import from_rpc_error
+from eventstore_client.errors import from_code, from_rpc_error
+
+# How long leaving waits for the answers already given to be sent and the call to end.
+LEAVE_TIMEOUT_S = 5.0
 
 
 class GroupSession:
-    """One member's Consume call: deliveries in, acks and nacks out. Writes go through one
-    task, in order (a gRPC call takes one write at a time)."""
+    """One member's Consume call: deliveries in, acks and nacks out, in order.
+
+    The requests (the join, then the answers) are an async generator that grpc's own task
+    sends from, and that this session ends: a call that grpc.aio fed through its own proxy (as
+    it does for `write()` under a client interceptor such as the tracing one) left that proxy
+    and the task sending from it pending for ever once the call had ended, and they were
+    destroyed mid-flight. Leaving (`__aexit__`, whatever ended the call) ends the requests,
+    cancels the call and awaits its end, so nothing of it outlives the `async with`. The call
+    waits for the store to be reachable (gRPC's wait-for-ready) instead of failing at once
+    while the store restarts."""
 
     def __init__(
-        self, stub: pb_grpc.EventStoreStub, group: str, member: str, max_in_flight: int
+        self,
+        stub: pb_grpc.EventStoreStub,
+        group: str,
+        member: str,
+        max_in_flight: int,
+        wait_for_ready: bool = True,
     ) -> None:
-        self._call: Any = stub.Consume()
-        self._join = pb.ConsumeRequest(
-            join=pb.Join(group=group, member=member, max_in_flight=max_in_flight)
-        )
         self._outbox: asyncio.Queue[pb.ConsumeRequest | None] = asyncio.Queue()
+        self._outbox.put_nowait(
+            pb.ConsumeRequest(join=pb.Join(group=group, member=member, max_in_flight=max_in_flight))
+        )
         self._acks: list[int] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._requests_ended = asyncio.Event()
+        self._requests_failed: Exception | None = None
+        self._call: Any = stub.Consume(self._requests(), wait_for_ready=wait_for_ready)
+        self.last_heard = 0.0  # time.monotonic() of the store's last message (0: none yet)
 
     async def __aenter__(self) -> GroupSession:
-        try:
-            await self._call.write(self._join)
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from None
-        self._writer = asyncio.create_task(self._write())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         """Acks and nacks already given are sent, then the call is closed from this side and
-        its end awaited (5 s at most each), so the store applies them before the member
-        leaves: a cancel could overtake them, and an acked event would come again."""
-        if self._writer is not None:
-            self._outbox.put_nowait(None)
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._writer), 5)
-            self._writer.cancel()
-            if not self._call.done():  # (a reader that was cancelled has cancelled the call)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._finish(), 5)
+        its end awaited (5 s at most), so the store applies them before the member leaves: a
+        cancel could overtake them, and an acked event would come again."""
+        self._outbox.put_nowait(None)
+        if not self._call.done():
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._finish(), LEAVE_TIMEOUT_S)
         self._call.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(self._call.code(), LEAVE_TIMEOUT_S)
 
     async def _finish(self) -> None:
-        await self._call.done_writing()
+        await self._requests_ended.wait()  # sent, and half-closed by grpc
         while await self._call.read() is not grpc.aio.EOF:
             pass  # deliveries after the last answer: the store takes them back as we leave
 
+    async def _requests(self) -> AsyncGenerator[pb.ConsumeRequest, None]:
+        try:
+            while (request := await self._outbox.get()) is not None:
+                if not request.WhichOneof("kind"):
+                    positions, self._acks = self._acks, []
+                    request = pb.ConsumeRequest(ack=pb.Ack(positions=positions))
+                yield request
+        except Exception as error:  # grpc cancels the call; the reader reports this instead
+            self._requests_failed = error
+            raise
+        finally:
+            self._requests_ended.set()
+
+    async def _ended(self, error: BaseException) -> Exception:
+        """Why the call ended: our own requests' failure, else the store's typed error (an
+        AioRpcError says it; grpc.aio answers some calls on an ended call with
+        InvalidStateError, so then ask the call itself)."""
+        if self._requests_failed is not None:
+            return self._requests_failed
+        if isinstance(error, grpc.aio.AioRpcError):
+            return from_rpc_error(error)
+        try:
+            code = await asyncio.wait_for(self._call.code(), LEAVE_TIMEOUT_S)
+            details = await self._call.details()
+        except Exception:
+            code, details = grpc.StatusCode.UNAVAILABLE, ""
+        if code == grpc.StatusCode.OK:
+            code = grpc.StatusCode.UNAVAILABLE
+        return from_code(code, details or f"the call ended: {error!r}")
+
     async def deliveries(self) -> AsyncGenerator[pb.Delivery, None]:
-        """Deliveries until the server ends the call (raising why, if it was an error)."""
+        """Deliveries until the server ends the call (raising why, if it was an error). The
+        store's heartbeats (empty messages) only move `last_heard`."""
         try:
             while True:
                 response = await self._call.read()
                 if response is grpc.aio.EOF:  # ended with OK: an error status raises in read()
+                    if self._requests_failed is not None:
+                        raise self._requests_failed
                     return
+                self.last_heard = time.monotonic()
                 for delivery in response.deliveries:
                     yield delivery
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from None
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as error:
+            raise await self._ended(error) from None
 
     def ack(self, *positions: int) -> None:
-        """Acks are sent together, as soon as the writer is free."""
+        """Acks are sent together, as soon as the call takes the next message."""
         if not self._acks:
             self._outbox.put_nowait(pb.ConsumeRequest())  # a marker: send what has gathered
         self._acks.extend(positions)
@@ -79,11 +125,3 @@ class GroupSession:
         park it now."""
         nack = pb.Nack(position=position, park=park, reason=reason)
         self._outbox.put_nowait(pb.ConsumeRequest(nack=nack))
-
-    async def _write(self) -> None:
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            while (request := await self._outbox.get()) is not None:
-                if not request.WhichOneof("kind"):
-                    positions, self._acks = self._acks, []
-                    request = pb.ConsumeRequest(ack=pb.Ack(positions=positions))
-                await self._call.write(request)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import grpc
@@ -48,25 +49,27 @@ def _pack(appends: list[bytes]) -> bytes:
 
 
 class _Session:
-    """One open AppendSession call: a writer task sends, a reader task matches answers.
+    """One open AppendSession call: grpc's own task sends from an async generator of this
+    session's (ended with the session, so nothing of the call is left pending once it is
+    over), a reader task matches answers.
 
     Appends that are ready together go out in one message (and the store answers those that
     finish together in one): a gRPC message costs more CPU than the appends it carries, and
     concurrent callers are exactly the case where many are ready at once."""
 
-    def __init__(self, channel: grpc.aio.Channel, pack: bool) -> None:
+    def __init__(self, channel: grpc.aio.Channel, pack: bool, wait_for_ready: bool) -> None:
         method = channel.stream_stream(
             SESSION_METHOD,
             request_serializer=bytes,
             response_deserializer=pb.AppendSessionResponse.FromString,
         )
-        self._call: Any = method()
         self._pack = pack
-        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._pending: dict[int, asyncio.Future[pb.AppendResponse]] = {}
         self._ids = itertools.count(1)
         self.broken: EventStoreError | None = None
-        self._tasks = [asyncio.create_task(self._write()), asyncio.create_task(self._read())]
+        self._call: Any = method(self._requests(), wait_for_ready=wait_for_ready)
+        self._reader = asyncio.create_task(self._read())
 
     def submit(self, request: pb.AppendRequest) -> asyncio.Future[pb.AppendResponse]:
         future: asyncio.Future[pb.AppendResponse] = asyncio.get_running_loop().create_future()
@@ -83,17 +86,25 @@ class _Session:
             if waiting is future:
                 del self._pending[key]
 
-    async def _write(self) -> None:
+    async def _requests(self) -> AsyncGenerator[bytes, None]:
         try:
-            while True:
-                ready = [await self._outbox.get()]
+            while (first := await self._outbox.get()) is not None:
+                ready = [first]
                 while self._pack and len(ready) < MAX_PACKED and not self._outbox.empty():
-                    ready.append(self._outbox.get_nowait())
-                await self._call.write(_pack(ready))
-        except Exception:  # the call ended: the reader hears why, and says it
-            return
+                    more = self._outbox.get_nowait()
+                    if more is None:
+                        yield _pack(ready)
+                        return
+                    ready.append(more)
+                yield _pack(ready)
+        except Exception as error:  # nothing more can be sent: every waiting append hears it
+            self._break(error)
+            raise
 
     async def _read(self) -> None:
+        """Answers until the call ends; however it ends (an error status, or grpc.aio's
+        InvalidStateError for a call that had ended), every append still waiting is failed,
+        so no caller waits past the end of its call."""
         try:
             while (response := await self._call.read()) is not grpc.aio.EOF:
                 if response.WhichOneof("result") is not None:
@@ -101,8 +112,11 @@ class _Session:
                 for answer in response.more:
                     self._answer(answer)
             self._break(None)
-        except grpc.aio.AioRpcError as error:
+        except Exception as error:
             self._break(error)
+        # grpc.aio finishes its own tasks for the call once its status is in.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._call.code(), 5)
 
     def _answer(self, answer: pb.AppendSessionResponse | pb.SessionAnswer) -> None:
         future = self._pending.pop(answer.correlation_id, None)
@@ -118,7 +132,10 @@ class _Session:
             self.broken = (
                 from_rpc_error(error)
                 if isinstance(error, grpc.aio.AioRpcError)
-                else UnavailableError(grpc.StatusCode.UNAVAILABLE, "the append session ended")
+                else UnavailableError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"the append session ended{f': {error!r}' if error else ''}",
+                )
             )
             if self.broken.code == grpc.StatusCode.CANCELLED:  # the call, not the append: retry
                 self.broken = UnavailableError(grpc.StatusCode.UNAVAILABLE, self.broken.message)
@@ -127,14 +144,13 @@ class _Session:
                 future.set_exception(self.broken)
         self._pending.clear()
         self._call.cancel()
+        self._outbox.put_nowait(None)  # the requests end: grpc's task sending them finishes
 
     async def close(self) -> None:
-        self._call.cancel()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._break(None)
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
 
 
 class AppendSessions:
@@ -142,9 +158,16 @@ class AppendSessions:
     after it broke. `pack`: appends ready together share a message (False: one per message,
     for a store that predates packing and would not answer the others)."""
 
-    def __init__(self, channel: grpc.aio.Channel, count: int = 1, pack: bool = True) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        count: int = 1,
+        pack: bool = True,
+        wait_for_ready: bool = True,
+    ) -> None:
         self._channel = channel
         self._pack = pack
+        self._wait_for_ready = wait_for_ready
         self._sessions: list[_Session | None] = [None] * max(1, count)
         self._turn = itertools.cycle(range(len(self._sessions)))
 
@@ -152,7 +175,9 @@ class AppendSessions:
         index = next(self._turn)
         session = self._sessions[index]
         if session is None or session.broken is not None:
-            session = self._sessions[index] = _Session(self._channel, self._pack)
+            session = self._sessions[index] = _Session(
+                self._channel, self._pack, self._wait_for_ready
+            )
         future = session.submit(request)
         try:
             async with asyncio.timeout(timeout):

@@ -15,6 +15,8 @@ from eventstore_client.client import AppendResult, NewEvent
 class GroupMembership(Protocol):
     """A member's Consume call (`async with store.consume(group) as session:`)."""
 
+    last_heard: float  # time.monotonic() of the store's last message on it (0.0: none yet)
+
     async def __aenter__(self) -> GroupMembership: ...
 
     async def __aexit__(self, *exc: object) -> None: ...

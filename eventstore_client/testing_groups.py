@@ -11,6 +11,7 @@ decides when a member leaves) and no back-off before a retry.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
@@ -59,8 +60,10 @@ class MemorySession:
         self.max_in_flight = max_in_flight or 64
         self.outbox: asyncio.Queue[pb.Delivery | None] = asyncio.Queue()
         self.held: set[int] = set()
+        self.last_heard = 0.0
 
     async def __aenter__(self) -> MemorySession:
+        self.last_heard = time.monotonic()  # joined at once: the store's heartbeat
         self.group.members.append(self)
         self._groups.dispatch(self.group)
         return self
@@ -70,6 +73,7 @@ class MemorySession:
 
     async def deliveries(self) -> AsyncGenerator[pb.Delivery, None]:
         while (delivery := await self.outbox.get()) is not None:
+            self.last_heard = time.monotonic()
             yield delivery
         raise NotFoundError(grpc.StatusCode.NOT_FOUND, f"group {self.group.name!r} was deleted")
 

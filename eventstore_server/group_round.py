@@ -165,8 +165,17 @@ async def _take_back(
                 else "its member's store replica stopped"
             )
             reason += f", {row['attempts']} attempts"
+            # A replica that stopped is the store's failure, not the event's: not an attempt.
             row["state"] = await _retry_or_park(
-                conn, settings, row["position"], row["attempts"], False, reason, result, False
+                conn,
+                settings,
+                row["position"],
+                row["attempts"],
+                False,
+                reason,
+                result,
+                delay=False,
+                counted=bool(row["late"]),
             )
             row["later"], row["due_in"] = False, None
 
@@ -227,18 +236,28 @@ async def _apply_answers(
             result.ignored += 1
             continue
         await _retry_or_park(conn, settings, position, row["attempts"], park, reason, result)
-    if answers.left:
+    for sessions, counted in ((answers.left, True), (answers.released, False)):
+        if not sessions:
+            continue
         rows = await conn.fetch(
             """SELECT position, attempts, member FROM es_group_events
                 WHERE group_name = $1 AND state = 1 AND member = ANY($2::uuid[])""",
             name,
-            answers.left,
+            sessions,
         )
         for row in rows:
             result.taken_back.append((row["position"], row["member"]))
             reason = f"taken back after {row['attempts']} attempts: its member left"
             await _retry_or_park(
-                conn, settings, row["position"], row["attempts"], False, reason, result, False
+                conn,
+                settings,
+                row["position"],
+                row["attempts"],
+                False,
+                reason,
+                result,
+                delay=False,
+                counted=counted,
             )
 
 
@@ -250,12 +269,16 @@ async def _retry_or_park(
     park: bool,
     reason: str,
     result: RoundResult,
+    *,
     delay: bool = True,
+    counted: bool = True,
 ) -> State:
     """A delivery that came back: park it (asked to, or out of attempts), or let it wait for its
-    next attempt (after a back-off when the member asked for a retry). Its new state."""
+    next attempt (after a back-off when the member asked for a retry). Its new state.
+    `counted=False`: the delivery failed through no fault of the event (its member's replica
+    stopped or shut down), so the attempt its claim counted is given back and cannot park it."""
     result.changed = True
-    if park or attempts >= settings.max_attempts:
+    if park or (counted and attempts >= settings.max_attempts):
         result.parked += 1
         await conn.execute(
             """UPDATE es_group_events SET state = 3, member = NULL, deadline = NULL
@@ -276,10 +299,12 @@ async def _retry_or_park(
     wait = retry_delay(attempts) if delay else 0.0
     await conn.execute(
         f"""UPDATE es_group_events SET state = 0, member = NULL, deadline = NULL,
-                   not_before = now() + interval '{wait:.3f} seconds'
+                   not_before = now() + interval '{wait:.3f} seconds',
+                   attempts = GREATEST(attempts - $3, 0)
              WHERE group_name = $1 AND position = $2""",
         settings.name,
         position,
+        0 if counted else 1,
     )
     return State.WAITING
 

@@ -25,8 +25,11 @@ from contracts.eventstore.v1 import eventstore_pb2 as pb
 # Matching events after the checkpoint that one round looks at. Deliveries are chosen among
 # them: a stream whose event is further on waits until the checkpoint moves.
 WINDOW = 500
-# Back-off before a nacked event is delivered again: 0.2 s, doubling per attempt, at most 30 s.
-RETRY_BASE_S, RETRY_MAX_S = 0.2, 30.0
+# Back-off before a nacked event is delivered again: 0.5 s, doubling per attempt, at most 30 s.
+# With the default 5 attempts an event is parked no sooner than 7.5 s after its first failure:
+# longer than a store or database restart takes, so a handler that failed because a dependency
+# was briefly away gets it back before it is called poison.
+RETRY_BASE_S, RETRY_MAX_S = 0.5, 30.0
 # A member row not refreshed for this long belongs to a replica that died: rounds take its
 # deliveries back. Replicas refresh their members' rows every MEMBER_TTL_S / 3.
 MEMBER_TTL_S = 6
@@ -69,9 +72,12 @@ class Answers:
     acks: list[tuple[int, uuid.UUID]] = field(default_factory=list)  # (position, session)
     nacks: list[tuple[int, uuid.UUID, bool, str]] = field(default_factory=list)  # + park, reason
     left: list[uuid.UUID] = field(default_factory=list)  # sessions whose deliveries go back
+    # Sessions whose deliveries go back through no fault of the event (this replica shutting
+    # down, claims its member never received): the attempt does not count toward parking.
+    released: list[uuid.UUID] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.acks or self.nacks or self.left)
+        return bool(self.acks or self.nacks or self.left or self.released)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,9 @@ CHANNEL = "es_groups"
 IDLE_ROUND_S = 5.0  # a round at least this often while members are here (deadlines elsewhere)
 REFRESH_S = MEMBER_TTL_S / 3  # member rows are refreshed this often
 GAUGES_S = 10.0  # the group gauges are read from the database this often
+# An empty ConsumeResponse is sent when a member has joined, then after this long without a
+# delivery: the member knows it is in the group and its call alive, whatever the traffic.
+HEARTBEAT_S = 5.0
 
 
 def encode_deliveries(claims: list[Claim]) -> bytes:
@@ -78,14 +81,27 @@ class Member:
             self._outbox.put_nowait(None)
 
     async def messages(self) -> AsyncIterator[bytes]:
-        """Encoded ConsumeResponses until the member is closed (raising its error, if any)."""
-        while True:
-            message = await self._outbox.get()
-            if message is None:
-                if self._error is not None:
-                    raise self._error
-                return
-            yield message
+        """Encoded ConsumeResponses until the member is closed (raising its error, if any): an
+        empty one (a heartbeat) first and whenever HEARTBEAT_S pass without a delivery."""
+        yield b""
+        getting: asyncio.Future[bytes | None] | None = None
+        try:
+            while True:
+                # The same get() is awaited across heartbeats: cancelling one could lose a message.
+                getting = getting or asyncio.ensure_future(self._outbox.get())
+                done, _ = await asyncio.wait({getting}, timeout=HEARTBEAT_S)
+                if not done:
+                    yield b""
+                    continue
+                message, getting = getting.result(), None
+                if message is None:
+                    if self._error is not None:
+                        raise self._error
+                    return
+                yield message
+        finally:
+            if getting is not None:
+                getting.cancel()
 
 
 class Dispatcher:
@@ -122,9 +138,11 @@ class Dispatcher:
         self._answers.nacks.append((position, member.session, park, reason))
         self.wake()
 
-    def leave(self, member: Member) -> None:
+    def leave(self, member: Member, *, counted: bool = True) -> None:
+        """The member's deliveries go back; `counted=False` when it is not the events' fault
+        (this replica is shutting down): their attempts do not count toward parking."""
         if self.members.pop(member.session, None) is not None:
-            self._answers.left.append(member.session)
+            (self._answers.left if counted else self._answers.released).append(member.session)
             self.wake()
 
     @property
@@ -170,7 +188,7 @@ class Dispatcher:
         for session, claims in by_member.items():
             member = self.members.get(session)
             if member is None or member.closed:  # it left during the round: take them back
-                self._answers.left.append(session)
+                self._answers.released.append(session)  # (never delivered: not an attempt)
                 self.wake()
                 continue
             member.deliver(claims)
@@ -187,7 +205,12 @@ class Dispatcher:
 
 
 def _merge(first: Answers, then: Answers) -> Answers:
-    return Answers(first.acks + then.acks, first.nacks + then.nacks, first.left + then.left)
+    return Answers(
+        first.acks + then.acks,
+        first.nacks + then.nacks,
+        first.left + then.left,
+        first.released + then.released,
+    )
 
 
 class GroupManager:
@@ -260,7 +283,7 @@ class GroupManager:
         for dispatcher in dispatchers:
             for member in list(dispatcher.members.values()):
                 member.close(Unavailable("the server is shutting down; join again"))
-                dispatcher.leave(member)
+                dispatcher.leave(member, counted=False)
         if dispatchers:
             await asyncio.wait([d.task for d in dispatchers], timeout=5)
         for dispatcher in dispatchers:

@@ -49,7 +49,12 @@ def answers(
             except Refused as refused:
                 await context.abort(refused.code, refused.message)
             except EventStoreError as error:
-                await context.abort(error.code, f"event store: {error.message}")
+                # The store not answering within the call's time (it waited for the store to
+                # come back) is the store being unavailable, as a caller should hear it.
+                code = error.code
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    code = grpc.StatusCode.UNAVAILABLE
+                await context.abort(code, f"event store: {error.message}")
             except tuple(table) as error:
                 code = next(c for kind, c in table.items() if isinstance(error, kind))
                 await context.abort(code, str(error))

@@ -40,6 +40,24 @@ async def _prepared(prepare: Callable[[], Awaitable[object]] | None, stop: async
     return True
 
 
+async def _watch(name: str, tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> None:
+    """Until `stop` is set, or one of `tasks` ends (logged, with why)."""
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait({stopping, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    for task in done - {stopping}:
+        error = None if task.cancelled() else task.exception()
+        log.error(
+            "%s: %s stopped (%s): health is NOT_SERVING until the service is restarted",
+            name,
+            task.get_name(),
+            repr(error) if error else "it returned",
+            exc_info=error,
+        )
+
+
 def main(
     name: str,
     env_prefix: str,
@@ -70,11 +88,14 @@ async def serve(
     register: Callable[[grpc.aio.Server], Sequence[str]],
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
     prepare: Callable[[], Awaitable[object]] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT. `register` adds the servicers and returns their full names;
-    `prepare` waits for what the service depends on (its database, the store) while health
-    says NOT_SERVING; then health turns SERVING and the `background` tasks (consumers) start,
-    running beside the server until they are cancelled on stop."""
+    """Serve until SIGTERM/SIGINT (or `stop` is set). `register` adds the servicers and returns
+    their full names; `prepare` waits for what the service depends on (its database, the
+    store) while health says NOT_SERVING; then health turns SERVING and the `background` tasks
+    (consumers) start, running beside the server until they are cancelled on stop. A background
+    task that ends before then (it gave up, or a bug ended it) turns health NOT_SERVING and is
+    logged with its reason: a service whose consumer died must not look healthy."""
     if settings.metrics_listen:
         host, port_text = settings.metrics_listen.rsplit(":", 1)
         start_http_server(int(port_text), addr=host)
@@ -92,13 +113,20 @@ async def serve(
     for service in ["", *names]:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     print(f"{name} listening on {settings.listen.rsplit(':', 1)[0]}:{port}", flush=True)
-    stop = stop_signal()
+    stop = stop or stop_signal()
     tasks: list[asyncio.Task[None]] = []
     if await _prepared(prepare, stop):
         for service in ["", *names]:
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-        tasks = [asyncio.create_task(job(), name=f"{name}-background") for job in background]
-        await stop.wait()
+        tasks = [
+            asyncio.create_task(job(), name=f"{name}-background-{job.__qualname__}")
+            for job in background
+        ]
+        await _watch(name, tasks, stop)
+        if not stop.is_set():
+            for service in ["", *names]:
+                await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+            await stop.wait()
     log.info("%s shutting down", name)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.shutdown_grace)
@@ -106,6 +134,4 @@ async def serve(
         await health_server.stop(0)
     for task in tasks:
         task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await asyncio.gather(*tasks, return_exceptions=True)  # (a task that had ended was logged)

@@ -12,7 +12,7 @@ from eventstore_client import EventStoreClient, Ordering
 from eventstore_client.consumer import GroupConsumer, ensure_group
 from eventstore_client.repository import Repository
 from hosting import service as hosting
-from hosting.database import connect_pool, store_ready
+from hosting.database import connect_pool, dependency_away, store_ready
 from hosting.service import serve
 from hosting.settings import ServiceSettings
 from order_svc.adapters.read_model import CustomerOrdersView
@@ -59,8 +59,16 @@ async def run(settings: ServiceSettings) -> None:
                 start_after_position=await view.legacy_checkpoint(VIEW_GROUP),
             )
 
-        saga = GroupConsumer(client, SAGA_GROUP, orders.on_credit_event, ensure=ensure_saga)
-        projection = GroupConsumer(client, VIEW_GROUP, view.apply, ensure=ensure_view)
+        saga = GroupConsumer(
+            client,
+            SAGA_GROUP,
+            orders.on_credit_event,
+            ensure=ensure_saga,
+            transient=dependency_away,
+        )
+        projection = GroupConsumer(
+            client, VIEW_GROUP, view.apply, ensure=ensure_view, transient=dependency_away
+        )
 
         def register(server: grpc.aio.Server) -> list[str]:
             order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(orders, view), server)
