@@ -14,6 +14,7 @@ from eventstore_server.group_store import GroupSettings
 from eventstore_server.groups import GroupManager, Member
 from eventstore_server.handling import Context, answers, position_field
 from eventstore_server.validation import category_name, event_types, stream_name
+from hosting.interceptors import MalformedRequest
 
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_ACK_TIMEOUT_MS = 30_000
@@ -187,5 +188,7 @@ class GroupHandlers:
                 elif which == "join":
                     member.close(InvalidArgument("a Consume call joins once", field="join"))
                     return
+        except MalformedRequest as malformed:  # answers given before it stand
+            member.close(InvalidArgument(str(malformed)))
         finally:
             member.close()

@@ -15,6 +15,7 @@ from eventstore_server.errors import InvalidArgument, StoreError, Unavailable
 from eventstore_server.tail import ShuttingDown
 from eventstore_server.validation import MAX_INT64
 from eventstore_server.writer import CONNECTION_ERRORS
+from hosting.interceptors import MalformedRequest
 from hosting.times import timestamp_field
 
 # The generated servicer types contexts per method; one loose alias keeps signatures readable.
@@ -36,12 +37,14 @@ def as_of_time(request: Message, field: str) -> datetime | None:
         raise InvalidArgument(f"{field} is not a valid time: {error}", field=field) from None
 
 
-ANSWERED = (StoreError, ShuttingDown, *CONNECTION_ERRORS)
+ANSWERED = (StoreError, ShuttingDown, MalformedRequest, *CONNECTION_ERRORS)
 
 
 def _as_store_error(exc: BaseException) -> StoreError:
     if isinstance(exc, StoreError):
         return exc
+    if isinstance(exc, MalformedRequest):
+        return InvalidArgument(str(exc))
     if isinstance(exc, ShuttingDown):
         return Unavailable("the server is shutting down; subscribe again")
     return Unavailable(f"database unavailable: {exc.__class__.__name__}")

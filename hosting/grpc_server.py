@@ -11,11 +11,15 @@ from typing import Any
 import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health, health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
+from grpc_reflection.v1alpha.reflection import aio as reflection_aio
 
 from hosting.interceptors import refuse_malformed
 from hosting.security import NO_PORT_SHARING, add_port
+
+HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
+REFLECTION = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
 
 
 def _encode(message: Any) -> bytes:
@@ -51,7 +55,7 @@ def service_handlers(
 async def health_only_server(address: str, servicer: health.aio.HealthServicer) -> grpc.aio.Server:
     """Plaintext health on a port of its own: kubelet's gRPC probes cannot speak TLS."""
     server = grpc.aio.server(options=[NO_PORT_SHARING])
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((service_handlers(servicer, HEALTH),))
     add_port(server, address, None)
     await server.start()
     return server
@@ -61,16 +65,13 @@ def add_health_and_reflection(
     server: grpc.aio.Server, names: Sequence[str]
 ) -> health.aio.HealthServicer:
     """The standard health service (its statuses are the caller's to set) and reflection over
-    `names`, health and reflection itself."""
+    `names`, health and reflection itself; served through `service_handlers`, so that they too
+    answer an undecodable request with INVALID_ARGUMENT."""
     servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    reflection.enable_server_reflection(
-        [
-            *names,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
+    server.add_generic_rpc_handlers((service_handlers(servicer, HEALTH),))
+    names = [*names, HEALTH.full_name, REFLECTION.full_name]
+    server.add_generic_rpc_handlers(
+        (service_handlers(reflection_aio.ReflectionServicer(names), REFLECTION),)
     )
     return servicer
 

@@ -13,48 +13,94 @@ class _Malformed:
         self.error = error
 
 
-def _abort_malformed(request: _Malformed, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-    return context.abort(
-        grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid message: {request.error}"
-    )
+class MalformedRequest(Exception):
+    """A message of a request stream that does not decode as its type. The request iterator
+    raises it where the message stands, so a handler first answers what it took before it;
+    unless the handler answers it itself, the call ends with INVALID_ARGUMENT."""
+
+
+def _message_name(parse: Any) -> str:
+    descriptor = getattr(getattr(parse, "__self__", None), "DESCRIPTOR", None)
+    return str(getattr(descriptor, "full_name", "")) or "request"
 
 
 def refuse_malformed(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-    """The same method handler, answering INVALID_ARGUMENT to request bytes that do not decode
-    as its message. Without this, gRPC answers a failing deserializer with an opaque UNKNOWN."""
+    """The same method handler, answering INVALID_ARGUMENT, with the message type's name, to
+    request bytes that do not decode as its message, on every shape of call. Without this,
+    gRPC answers a failing deserializer with an opaque UNKNOWN."""
     parse = handler.request_deserializer
-    if parse is None or handler.request_streaming:
+    if parse is None:
         return handler
+    name = _message_name(parse)
 
     def lenient(data: bytes) -> Any:
         try:
             return parse(data)
         except Exception as exc:  # DecodeError, or whatever a custom parser raises
-            return _Malformed(str(exc))
+            return _Malformed(f"the request is not a valid {name} message: {exc}")
 
+    async def refuse(request: _Malformed, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.error)
+
+    async def checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for request in requests:
+            if isinstance(request, _Malformed):
+                raise MalformedRequest(request.error)
+            yield request
+
+    behaviour: Any  # an async function or generator here (typed for sync gRPC)
     if handler.unary_unary is not None:
-        unary: Any = handler.unary_unary  # an async function here (typed for sync gRPC)
+        behaviour = handler.unary_unary
 
         async def guarded_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if isinstance(request, _Malformed):
-                await _abort_malformed(request, context)
-            return await unary(request, context)
+                await refuse(request, context)
+            return await behaviour(request, context)
 
         return handler._replace(  # type: ignore[attr-defined,no-any-return]
             request_deserializer=lenient, unary_unary=guarded_unary
         )
-    stream: Any = handler.unary_stream
+    if handler.unary_stream is not None:
+        behaviour = handler.unary_stream
 
-    async def guarded_stream(
-        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        async def guarded_stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            if isinstance(request, _Malformed):
+                await refuse(request, context)
+            async for message in behaviour(request, context):
+                yield message
+
+        return handler._replace(  # type: ignore[attr-defined,no-any-return]
+            request_deserializer=lenient, unary_stream=guarded_stream
+        )
+    if handler.stream_unary is not None:
+        behaviour = handler.stream_unary
+
+        async def guarded_client_stream(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Any:
+            try:
+                return await behaviour(checked(requests), context)
+            except MalformedRequest as malformed:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(malformed))
+
+        return handler._replace(  # type: ignore[attr-defined,no-any-return]
+            request_deserializer=lenient, stream_unary=guarded_client_stream
+        )
+    behaviour = handler.stream_stream
+
+    async def guarded_bidi(
+        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        if isinstance(request, _Malformed):
-            await _abort_malformed(request, context)
-        async for message in stream(request, context):
-            yield message
+        try:
+            async for message in behaviour(checked(requests), context):
+                yield message
+        except MalformedRequest as malformed:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(malformed))
 
     return handler._replace(  # type: ignore[attr-defined,no-any-return]
-        request_deserializer=lenient, unary_stream=guarded_stream
+        request_deserializer=lenient, stream_stream=guarded_bidi
     )
 
 

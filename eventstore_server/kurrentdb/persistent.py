@@ -42,6 +42,7 @@ from eventstore_server.kurrentdb import mapping
 from eventstore_server.kurrentdb.answers import kurrent_answers
 from eventstore_server.service import EventStoreService
 from eventstore_server.validation import MAX_INT64, category_name, stream_name
+from hosting.interceptors import MalformedRequest
 
 ALL = "$all"
 # The filter KurrentDB's clients send by default: no KurrentDB system events. This store writes
@@ -336,5 +337,7 @@ class KurrentPersistentSubscriptions:
                 else:
                     member.close(InvalidArgument("a Read sends its options once", field="options"))
                     return
+        except MalformedRequest as malformed:  # answers given before it stand
+            member.close(InvalidArgument(str(malformed)))
         finally:
             member.close()
