@@ -22,8 +22,13 @@ PROTOS = ROOT / "protos"
 PACKAGE = "contracts"
 
 
+# Vendored for other languages only (protos/google/README.md): Python takes these messages from
+# googleapis-common-protos, so they are not generated into contracts/.
+VENDORED = PROTOS / "google"
+
+
 def proto_files() -> list[Path]:
-    return sorted(PROTOS.rglob("*.proto"))
+    return sorted(p for p in PROTOS.rglob("*.proto") if not p.is_relative_to(VENDORED))
 
 
 def generate(out: Path) -> None:
@@ -32,17 +37,12 @@ def generate(out: Path) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     well_known = Path(protoc.__file__).parent / "_proto"
-    # google/rpc/status.proto and friends, from googleapis-common-protos (grpcio-status needs it).
-    from google.rpc import status_pb2
-
-    googleapis = Path(status_pb2.__file__).parents[2]
     # The mypy plugins are scripts installed beside this interpreter.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     args = [
         "protoc",
         f"-I{PROTOS}",
         f"-I{well_known}",
-        f"-I{googleapis}",
         f"--python_out={out}",
         f"--grpc_python_out={out}",
         f"--mypy_out={out}",
