@@ -43,10 +43,7 @@ EXIT_ERROR, EXIT_USAGE, EXIT_CONFLICT, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 1, 2, 
 async def run(args: argparse.Namespace) -> int:
     printer = Printer(args.json)
     security = client_security(args)
-    # A command says at once that the store cannot be reached, rather than wait for it.
-    async with EventStoreClient(
-        args.address, security=security, timeout=args.timeout, wait_for_ready=False
-    ) as store:
+    async with EventStoreClient(args.address, security=security, timeout=args.timeout) as store:
         await COMMANDS[args.command](store, args, printer)
     return 0
 

@@ -118,7 +118,7 @@ class EventStoreClient:
         timeout: float | None = 30.0,
         append_sessions: int = 1,
         pack_appends: bool = True,
-        wait_for_ready: bool = True,
+        wait_for_ready: bool = False,
     ) -> None:
         """`security`: the CA file for TLS, a client certificate, a bearer token
         (`ChannelSecurity.from_files(...)`); plaintext by default. `append_sessions`: appends
@@ -127,7 +127,9 @@ class EventStoreClient:
         ready at the same moment share one session message (False: one each, for a store that
         predates packing). `wait_for_ready`: a call made while the store cannot be reached
         (restarting, say) waits for it, within `timeout`, instead of failing at once with
-        UNAVAILABLE (False: fail at once, as a command-line tool wants)."""
+        UNAVAILABLE: what a service whose requests need the store wants (a store that never
+        becomes reachable, a TLS setup it cannot agree with, say, then answers only when
+        `timeout` has passed)."""
         self.address = address
         self._channel = channel or security.channel(address, channel_options())
         self._stub = pb_grpc.EventStoreStub(self._channel)

@@ -26,9 +26,9 @@ class GroupSession:
     it does for `write()` under a client interceptor such as the tracing one) left that proxy
     and the task sending from it pending for ever once the call had ended, and they were
     destroyed mid-flight. Leaving (`__aexit__`, whatever ended the call) ends the requests,
-    cancels the call and awaits its end, so nothing of it outlives the `async with`. The call
-    waits for the store to be reachable (gRPC's wait-for-ready) instead of failing at once
-    while the store restarts."""
+    cancels the call and awaits its end, so nothing of it outlives the `async with`. With
+    `wait_for_ready` (the client's setting) the call waits for the store to be reachable
+    instead of failing at once while the store restarts."""
 
     def __init__(
         self,
@@ -36,7 +36,7 @@ class GroupSession:
         group: str,
         member: str,
         max_in_flight: int,
-        wait_for_ready: bool = True,
+        wait_for_ready: bool = False,
     ) -> None:
         self._outbox: asyncio.Queue[pb.ConsumeRequest | None] = asyncio.Queue()
         self._outbox.put_nowait(

@@ -163,7 +163,7 @@ class AppendSessions:
         channel: grpc.aio.Channel,
         count: int = 1,
         pack: bool = True,
-        wait_for_ready: bool = True,
+        wait_for_ready: bool = False,
     ) -> None:
         self._channel = channel
         self._pack = pack

@@ -200,24 +200,32 @@ class LocalPostgres:
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
+        """Until the postmaster says it accepts connections, as `pg_ctl -w` waits: the status
+        line of postmaster.pid reads `ready`. Nothing connects before then, so a start under
+        load logs no `FATAL: the database system is starting up` (a connection attempt, as
+        pg_isready made, would)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self._process is not None
             if self._process.poll() is not None:
                 raise RuntimeError(f"postgres exited: {self.log_path.read_text()[-2000:]}")
-            ready = subprocess.run(
-                # As the cluster's user: without -U it asks as the OS user ("root"), and the
-                # server logs `FATAL: role "root" does not exist` at every start.
-                [
-                    str(self._bin / "pg_isready"),
-                    *("-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"),
-                ],
-                check=False,
-            )
-            if ready.returncode == 0:
+            if self._postmaster_status() == "ready":
                 return
             time.sleep(0.05)
         raise TimeoutError(f"postgres did not start in {timeout}s: {self.log_path}")
+
+    def _postmaster_status(self) -> str:
+        """The status line of this server's postmaster.pid (`starting`, `ready`, `stopping`),
+        or "" while there is none, or the file is another (an earlier, crashed) server's."""
+        assert self._process is not None
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return ""
+        # Line 1 the postmaster's pid, line 8 its status (PostgreSQL's pidfile.h).
+        if len(lines) < 8 or lines[0].strip() != str(self._process.pid):
+            return ""
+        return lines[7].strip()
 
     def stop(self, mode: str = "fast", timeout: float = 30.0) -> None:
         """Stop the server: `smart`, `fast` (SIGINT) or `immediate` (SIGQUIT)."""

@@ -35,6 +35,8 @@ async def run(settings: ServiceSettings) -> None:
         settings.eventstore,
         security=settings.eventstore_security,
         append_sessions=settings.append_sessions,
+        # A request that comes while the store restarts waits for it (within its deadline).
+        wait_for_ready=True,
     ) as client:
         orders = Orders(Repository(client, ORDER, snapshot_every=settings.snapshot_every))
 
