@@ -17,8 +17,8 @@ from eventstore_client.consumer import GroupConsumer, ensure_group
 from eventstore_client.personal import PersonalData
 from eventstore_client.repository import Repository
 from hosting import service as hosting
-from hosting.database import connect_pool, dependency_away, store_ready
-from hosting.service import serve
+from hosting.database import connect_pool, store_ready
+from hosting.service import dependency_away, serve
 from hosting.settings import ServiceSettings
 
 # The consumer group of every replica's reaction to order events. It took over from the durable

@@ -130,6 +130,13 @@ class History:
         result: int = version
         return result
 
+    async def deleted_through(self, stream: str) -> int:
+        """The last version a soft delete removed (0: none)."""
+        found = await self._pool.fetchval(
+            "SELECT deleted_through FROM es_streams WHERE name = $1", stream
+        )
+        return int(found or 0)
+
     async def rules(self, stream: str) -> tuple[StreamRules, int] | None:
         """A stream's metadata and its version; None when none was ever set."""
         row = await self._pool.fetchrow(

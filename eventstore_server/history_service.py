@@ -4,6 +4,7 @@ operation on the stream's category; reading metadata needs `read`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from contracts.eventstore.v1 import eventstore_pb2 as pb
@@ -44,10 +45,22 @@ class HistoryHandlers:
             self._scavenger.wake()
         return version
 
-    async def stream_rules(self, principal: str, stream: str) -> tuple[StreamRules, int] | None:
-        """A checked stream name's metadata and its version, for `principal`; None: none set."""
+    async def stream_rules(
+        self, principal: str, stream: str, *, with_deletion: bool = False
+    ) -> tuple[StreamRules, int] | None:
+        """A checked stream name's metadata and its version, for `principal`; None: none set.
+        `with_deletion`: a soft delete shows as the truncate-before it amounts to (as KurrentDB
+        writes `$tb` into the metadata when it deletes), metadata or not."""
         self._access.authorize(principal, "read", category_of(stream))
-        return await self._history.rules(stream)
+        found = await self._history.rules(stream)
+        if not with_deletion:
+            return found
+        deleted = await self._history.deleted_through(stream)
+        if not deleted:
+            return found
+        rules, version = found or (StreamRules(), 1)
+        truncate_before = max(rules.truncate_before, deleted + 1)
+        return dataclasses.replace(rules, truncate_before=truncate_before), version
 
     @answers
     async def DeleteStream(

@@ -15,8 +15,6 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from eventstore_client.errors import is_transient
-
 log = logging.getLogger(__name__)
 
 FATAL = (
@@ -34,13 +32,6 @@ WAITABLE = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.InternalClientError,
 )
-
-
-def dependency_away(error: BaseException) -> bool:
-    """Whether `error` says that the store, the network or the service's own PostgreSQL is away
-    for now (the same work may succeed later), not that the work itself is wrong: a consumer
-    retries such failures without counting them against the event."""
-    return is_transient(error) or isinstance(error, WAITABLE)
 
 
 async def connect_pool(

@@ -14,13 +14,22 @@ import grpc
 from grpc_health.v1 import health_pb2
 from prometheus_client import start_http_server
 
+from eventstore_client.errors import is_transient
 from hosting import event_loop, telemetry
+from hosting.database import WAITABLE
 from hosting.grpc_server import add_health_and_reflection, health_only_server, stop_signal
 from hosting.interceptors import RefuseMalformed
 from hosting.security import NO_PORT_SHARING, CannotListen, RequireToken, Tokens, add_port
 from hosting.settings import ServiceSettings, parse_settings
 
 log = logging.getLogger(__name__)
+
+
+def dependency_away(error: BaseException) -> bool:
+    """Whether `error` says that the store, the network or the service's own PostgreSQL is away
+    for now (the same work may succeed later), not that the work itself is wrong: a consumer
+    retries such failures without counting them against the event."""
+    return is_transient(error) or isinstance(error, WAITABLE)
 
 
 async def _prepared(prepare: Callable[[], Awaitable[object]] | None, stop: asyncio.Event) -> bool:

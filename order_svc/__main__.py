@@ -12,8 +12,8 @@ from eventstore_client import EventStoreClient, Ordering
 from eventstore_client.consumer import GroupConsumer, ensure_group
 from eventstore_client.repository import Repository
 from hosting import service as hosting
-from hosting.database import connect_pool, dependency_away, store_ready
-from hosting.service import serve
+from hosting.database import connect_pool, store_ready
+from hosting.service import dependency_away, serve
 from hosting.settings import ServiceSettings
 from order_svc.adapters.read_model import CustomerOrdersView
 from order_svc.domain.order import ORDER

@@ -476,7 +476,9 @@ class KurrentStreams:
     async def _read_metadata(
         self, principal: str, stream: str, options: Options, count: int | None, structured: bool
     ) -> AsyncIterator[streams_pb2.ReadResp]:
-        found = await self._store.stream_rules(principal, stream_name(stream, self._limits))
+        found = await self._store.stream_rules(
+            principal, stream_name(stream, self._limits), with_deletion=True
+        )
         if found is None:
             yield _not_found(options.stream.stream_identifier)
             return

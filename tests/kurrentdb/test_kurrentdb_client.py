@@ -268,6 +268,22 @@ def test_delete_hides_the_stream_and_numbering_goes_on(kurrent: KurrentDBClient)
         kurrent.delete_stream(stream(), current_version=0)
 
 
+def test_a_soft_delete_shows_as_truncate_before_in_the_metadata(kurrent: KurrentDBClient) -> None:
+    """KurrentDB writes `$tb` (the next revision) into a stream's metadata when it deletes it,
+    and its clients read it there; the view of ours shows the deletion the same way, beside
+    the metadata given before."""
+    name, other = stream(), stream()
+    for each in (name, other):
+        kurrent.append_to_stream(
+            each, events=[event("A"), event("B")], current_version=StreamState.NO_STREAM
+        )
+    kurrent.set_stream_metadata(other, metadata={"owner": "a"}, current_version=StreamState.ANY)
+    for each in (name, other):
+        kurrent.delete_stream(each, current_version=1)
+    assert kurrent.get_stream_metadata(name)[0] == {"$tb": 2}
+    assert kurrent.get_stream_metadata(other)[0] == {"owner": "a", "$tb": 2}
+
+
 def test_a_tombstone_is_for_ever(kurrent: KurrentDBClient) -> None:
     name = stream()
     kurrent.append_to_stream(name, events=event("A"), current_version=StreamState.NO_STREAM)
