@@ -57,6 +57,7 @@ class Settings:
     console_listen: str = ""  # HOST:PORT of the web console (empty: off)
     console_trace_link: str = ""  # a trace id's URL, with {trace_id} (Jaeger's, say)
     kurrentdb_listen: str = ""  # HOST:PORT of KurrentDB's client protocol (empty: off)
+    kurrentdb_advertise_host: str = ""  # HOST or HOST:PORT that gossip tells clients to dial
     scavenge_interval: float = 30.0  # seconds between scavenge rounds with nothing left (0: off)
     scavenge_batch: int = 2000  # events removed per scavenge round, at most
     limits: Limits = field(default_factory=Limits)
@@ -87,6 +88,13 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("console_listen", "EVENTSTORE_CONSOLE_LISTEN", str, "HOST:PORT of the web console"),
     ("console_trace_link", "EVENTSTORE_CONSOLE_TRACE_LINK", str, "trace URL with {trace_id}"),
     ("kurrentdb_listen", "EVENTSTORE_KURRENTDB_LISTEN", str, "HOST:PORT of KurrentDB's protocol"),
+    (
+        "kurrentdb_advertise_host",
+        "EVENTSTORE_KURRENTDB_ADVERTISE_HOST",
+        str,
+        "HOST[:PORT] gossip advertises to KurrentDB clients (default: the listen host; this "
+        "machine's address when that is a wildcard)",
+    ),
     ("scavenge_interval", "EVENTSTORE_SCAVENGE_INTERVAL", float, "seconds between scavenges"),
     ("scavenge_batch", "EVENTSTORE_SCAVENGE_BATCH", int, "events removed per round, at most"),
 ]

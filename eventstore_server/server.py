@@ -183,7 +183,11 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         from eventstore_server.kurrentdb import serve as kurrentdb
 
         kurrentdb_server, kurrentdb_port = await kurrentdb.start(
-            service, settings.kurrentdb_listen, tls, grpc_options(settings)
+            service,
+            settings.kurrentdb_listen,
+            tls,
+            grpc_options(settings),
+            settings.kurrentdb_advertise_host,
         )
         kurrentdb_host = settings.kurrentdb_listen.rsplit(":", 1)[0]
         print(f"KurrentDB protocol on {kurrentdb_host}:{kurrentdb_port}", flush=True)

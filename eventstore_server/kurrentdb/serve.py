@@ -8,6 +8,7 @@ gRPC's answer for an unknown service.
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 
@@ -44,22 +45,42 @@ class Gossip:
         return gossip_pb2.ClusterInfo(members=[member])
 
 
+def advertised_address(listen: str, advertise: str, port: int) -> tuple[str, int]:
+    """What gossip tells clients to dial, as KurrentDB's AdvertiseHostToClientAs does: the
+    configured HOST[:PORT]; else the listen host, unless it is a wildcard, which no client can
+    dial: then this machine's address (a pod's IP on Kubernetes). Behind a Service or a proxy,
+    configure the name clients use (gRPC's Python server does not show a call's :authority, so
+    the name a client dialled cannot be read back)."""
+    if advertise:
+        host, colon, given = advertise.rpartition(":")
+        if colon and given.isdigit() and (host.endswith("]") or ":" not in host):
+            return host.strip("[]"), int(given)
+        return advertise.strip("[]"), port
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host not in ("", "0.0.0.0", "::"):
+        return host, port
+    try:
+        return socket.gethostbyname(socket.gethostname()), port
+    except OSError:
+        return socket.gethostname(), port
+
+
 async def start(
     store: EventStoreService,
     listen: str,
     tls: ServerTLS | None,
     options: list[tuple[str, int]],
+    advertise: str = "",
 ) -> tuple[grpc.aio.Server, int]:
     """Start the KurrentDB port; the server and the port it took."""
     server = grpc.aio.server(options=options)
     port = add_port(server, listen, tls)
-    host = listen.rsplit(":", 1)[0].strip("[]")
-    advertised = host if host not in ("", "0.0.0.0", "::") else "localhost"
+    advertised, advertised_port = advertised_address(listen, advertise, port)
     server.add_generic_rpc_handlers(
         (
             service_handlers(KurrentStreams(store), STREAMS),
             service_handlers(KurrentPersistentSubscriptions(store), PERSISTENT),
-            service_handlers(Gossip(advertised, port), GOSSIP),
+            service_handlers(Gossip(advertised, advertised_port), GOSSIP),
         )
     )
     await server.start()

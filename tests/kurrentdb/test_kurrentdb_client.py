@@ -366,6 +366,23 @@ def test_cluster_discovery_finds_this_one_node(kurrent_store: KurrentStore) -> N
         assert client.get_current_version(name) == 0
 
 
+def test_gossip_advertises_the_configured_host_and_port(new_database: Callable[[], str]) -> None:
+    """Behind a Service or a proxy the name clients dial is configured (KurrentDB's
+    AdvertiseHostToClientAs): discovery then sends them there, never to the listen address."""
+    store = start_kurrent_store(new_database(), "--kurrentdb-advertise-host", "localhost")
+    try:
+        uri = f"kurrentdb+discover://{store.kurrentdb_address}?Tls=false"
+        with KurrentDBClient(uri) as client:
+            members = client.read_gossip()
+            port = int(store.kurrentdb_address.rsplit(":", 1)[1])
+            assert [(m.address, m.port) for m in members] == [("localhost", port)]
+            name = stream()  # and the client, sent to localhost, works there
+            client.append_to_stream(name, events=event("A"), current_version=StreamState.NO_STREAM)
+            assert client.get_current_version(name) == 0
+    finally:
+        store.process.stop()
+
+
 async def test_events_cross_between_the_ports_in_one_order(
     kurrent_store: KurrentStore, kurrent: KurrentDBClient
 ) -> None:
