@@ -34,6 +34,9 @@ class Settings:
     listen: str = "127.0.0.1:50051"
     database_url: str = ""
     pool_size: int = 10
+    # A session idle inside a transaction this long (a frozen replica's) is ended by PostgreSQL,
+    # freeing its locks; 0: never (see session_bounds.py).
+    db_idle_transaction_timeout: float = 5.0
     max_message_bytes: int = 8 * MiB  # gRPC's own receive limit: RESOURCE_EXHAUSTED above it
     max_batch_events: int = 2000  # events per group-commit transaction
     shutdown_grace: float = 10.0  # seconds in-flight calls get to finish on SIGTERM
@@ -68,6 +71,12 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("listen", "EVENTSTORE_LISTEN", str, "HOST:PORT to serve gRPC on"),
     ("database_url", "DATABASE_URL", str, "PostgreSQL URL (postgresql://user:pass@host:port/db)"),
     ("pool_size", "EVENTSTORE_POOL_SIZE", int, "PostgreSQL connections for reads"),
+    (
+        "db_idle_transaction_timeout",
+        "EVENTSTORE_DB_IDLE_TRANSACTION_TIMEOUT",
+        float,
+        "seconds a session may sit idle in a transaction before PostgreSQL ends it (0: never)",
+    ),
     ("max_message_bytes", "EVENTSTORE_MAX_MESSAGE_BYTES", int, "largest gRPC message accepted"),
     ("max_batch_events", "EVENTSTORE_MAX_BATCH_EVENTS", int, "events per group commit, at most"),
     ("shutdown_grace", "EVENTSTORE_SHUTDOWN_GRACE", float, "seconds to drain calls on SIGTERM"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from datetime import UTC, datetime
 
@@ -21,6 +22,7 @@ from eventstore_server.groups import GroupManager
 from eventstore_server.reader import Reader
 from eventstore_server.scavenger import Scavenger
 from eventstore_server.service import EventStoreService, add_to_server
+from eventstore_server.session_bounds import bounded_url
 from eventstore_server.tail import LiveTail
 from eventstore_server.writer import GroupCommitWriter
 from hosting.database import connect_pool
@@ -130,6 +132,9 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     access = Access.from_files(settings.tokens_file, settings.tls_client_ca, settings.policy_file)
     tls = server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     metrics.start(settings.metrics_listen)
+    # Every connection below gets the session bounds through the URL (session_bounds.py).
+    bounded = bounded_url(settings.database_url, settings.db_idle_transaction_timeout)
+    settings = dataclasses.replace(settings, database_url=bounded)
     pool = await connect(settings)
     reader = Reader(pool, settings.limits.read_page_size, settings.limits.read_page_bytes)
     tail = LiveTail(reader, settings.database_url, settings.tail_events)
