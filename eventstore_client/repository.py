@@ -333,7 +333,13 @@ class Repository(Generic[State, Event]):
                     queued.outcome.set_result(executed)
         except BaseException as exc:  # cancelled mid-way: nobody waits for ever
             for queued in batch:
-                if not queued.outcome.done():
+                if queued.outcome.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    # Cancelled, not failed: a future whose waiter was cancelled too (a
+                    # consumer's handlers all go when its call ends) then logs nothing.
+                    queued.outcome.cancel()
+                else:
                     queued.outcome.set_exception(exc)
             raise
 

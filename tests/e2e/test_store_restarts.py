@@ -194,7 +194,11 @@ async def restart(
     await until(all_settled, SETTLED_WITHIN_S, f"{len(placed)} orders settled")
 
 
-LEAKS = ("Task was destroyed but it is pending", "Task exception was never retrieved")
+LEAKS = (
+    "Task was destroyed but it is pending",
+    "Task exception was never retrieved",
+    "Future exception was never retrieved",
+)
 
 
 def no_task_left_behind(services: Sequence[Service]) -> None:
