@@ -209,7 +209,7 @@ class LocalPostgres:
             assert self._process is not None
             if self._process.poll() is not None:
                 raise RuntimeError(f"postgres exited: {self.log_path.read_text()[-2000:]}")
-            if self._postmaster_status() == "ready":
+            if self._postmaster_status() in ("ready", "standby"):  # standby: a hot standby's
                 return
             time.sleep(0.05)
         raise TimeoutError(f"postgres did not start in {timeout}s: {self.log_path}")
@@ -246,6 +246,41 @@ class LocalPostgres:
             self._process.wait()
             # Orphaned backends keep the shared memory; let them notice the postmaster is gone.
             time.sleep(0.2)
+
+    def standby(self, name: str = "standby") -> LocalPostgres:
+        """A streaming replica of this (running) server in a data directory of its own, not
+        started: `pg_basebackup -R` copies the cluster and sets it to follow this one, as
+        `name` (the name `synchronous_standby_names` matches)."""
+        # Once promoted it has no standby of its own: it must not wait for one at each commit.
+        settings = {k: v for k, v in self.settings.items() if k != "synchronous_standby_names"}
+        replica = LocalPostgres(
+            Path(tempfile.mkdtemp(prefix="localpg-standby-")) / "data", settings=settings
+        )
+        replica.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        replica._chown(replica.data_dir.parent)
+        if replica._user is not None:
+            replica.data_dir.parent.chmod(replica.data_dir.parent.stat().st_mode | 0o711)
+        conninfo = f"host=127.0.0.1 port={self.port} user=postgres application_name={name}"
+        done = subprocess.run(
+            [str(self._bin / "pg_basebackup"), "-d", conninfo, "-D", str(replica.data_dir), "-R"],
+            check=False,
+            capture_output=True,
+            user=self._user,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_basebackup failed: {done.stderr.decode(errors='replace')}")
+        return replica
+
+    def promote(self) -> None:
+        """Make this standby a primary (`pg_ctl promote`, waiting until it accepts writes)."""
+        done = subprocess.run(
+            [str(self._bin / "pg_ctl"), "promote", "-w", "-D", str(self.data_dir)],
+            check=False,
+            capture_output=True,
+            user=self._user,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl promote failed: {done.stderr.decode(errors='replace')}")
 
     @property
     def running(self) -> bool:
