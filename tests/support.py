@@ -1,11 +1,18 @@
-"""Helpers only the tests use: awaiting a condition, a TCP proxy that can cut connections."""
+"""Helpers only the tests use: awaiting a condition, a TCP proxy that can cut connections, npm
+packages for the tests that run a Node.js client."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from localpg import free_port
 
@@ -91,3 +98,31 @@ class TcpProxy:
         self.cut()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+def npm_installed(source: Path, into: Path) -> Path:
+    """`source`'s files (its package.json and scripts) copied into `into`, and the packages its
+    package.json pins installed there unless they already are; `into`. Skips the test, saying
+    why, where Node.js or npm is missing or npm cannot install them."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("Node.js and npm are not installed here")
+    into.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file():
+            shutil.copy(path, into / path.name)
+    wanted = json.loads((source / "package.json").read_text())["dependencies"]
+    for package, version in wanted.items():
+        found = into / "node_modules" / package / "package.json"
+        if not found.exists() or json.loads(found.read_text())["version"] != version:
+            run = subprocess.run(
+                [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts"],
+                cwd=into,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            if run.returncode != 0:
+                pytest.skip(f"npm could not install {package}: {run.stderr.strip()[-500:]}")
+            break
+    return into

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from grpc_tools import protoc  # type: ignore[import-untyped]
 
+from tests.support import npm_installed
 from tools.processes import ROOT, ServerProcess
 
 PROTOS = ROOT / "protos"
@@ -37,27 +37,7 @@ def test_every_proto_compiles_with_only_the_bundled_includes(tmp_path: Path) -> 
 
 @pytest.fixture(scope="module")
 def node_packages() -> Path:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("Node.js and npm are not installed here")
-    INSTALLED.mkdir(parents=True, exist_ok=True)
-    for name in ("package.json", "load_all.mjs"):
-        shutil.copy(SOURCE / name, INSTALLED / name)
-    wanted = json.loads((SOURCE / "package.json").read_text())["dependencies"]
-    for package, version in wanted.items():
-        found = INSTALLED / "node_modules" / package / "package.json"
-        if not found.exists() or json.loads(found.read_text())["version"] != version:
-            run = subprocess.run(
-                [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts"],
-                cwd=INSTALLED,
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
-            if run.returncode != 0:
-                pytest.skip(f"npm could not install {package}: {run.stderr.strip()[-500:]}")
-            break
-    return INSTALLED
+    return npm_installed(SOURCE, INSTALLED)
 
 
 def test_proto_loader_loads_every_proto(node_packages: Path) -> None:

@@ -45,6 +45,14 @@ def fresh_uri(request: pytest.FixtureRequest, new_database: Callable[[], str]) -
     store.process.stop()
 
 
+def application_recorder(client: KurrentDBClient) -> KurrentDBApplicationRecorder:
+    recorder = KurrentDBApplicationRecorder(client=client)
+    # The cases record UUIDs and compare what comes back with them; the adapter returns stream
+    # names as text unless asked to turn them into UUIDs.
+    recorder.validate_uuids = True
+    return recorder
+
+
 @pytest.mark.usefixtures("fresh_uri")
 class TestAggregateRecorder(persistence.AggregateRecorderTestCase):
     INITIAL_VERSION = 0
@@ -73,11 +81,7 @@ class TestApplicationRecorder(persistence.ApplicationRecorderTestCase):
         self.client.close()
 
     def create_recorder(self) -> ApplicationRecorder:
-        recorder = KurrentDBApplicationRecorder(client=self.client)
-        # The cases record UUIDs and compare what comes back with them; the adapter returns
-        # stream names as text unless asked to turn them into UUIDs.
-        recorder.validate_uuids = True
-        return recorder
+        return application_recorder(self.client)
 
     @pytest.mark.xfail(
         strict=True,
@@ -181,8 +185,7 @@ class TestNonInterleavingNotificationIDs(persistence.NonInterleavingNotification
         self.client.close()
 
     def create_recorder(self) -> ApplicationRecorder:
-        recorder = KurrentDBApplicationRecorder(client=self.client)
-        recorder.validate_uuids = True
+        recorder = application_recorder(self.client)
         # Not an empty store: the read then starts after a position, not at the start.
         recorder.insert_events(self.create_stack(self.new_originator_id())[:3])
         return recorder

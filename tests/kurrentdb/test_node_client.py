@@ -7,7 +7,6 @@ tests/kurrentdb/node/package.json) and is skipped, saying why, where either is m
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.kurrentdb.conftest import KurrentStore
+from tests.support import npm_installed
 from tools.processes import ROOT
 
 SOURCE = Path(__file__).parent / "node"
@@ -23,27 +23,7 @@ INSTALLED = ROOT / ".run" / "node-kurrentdb"
 
 @pytest.fixture(scope="module")
 def node_client() -> Path:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("Node.js and npm are not installed here")
-    INSTALLED.mkdir(parents=True, exist_ok=True)
-    for name in ("package.json", "client_walk.mjs"):
-        shutil.copy(SOURCE / name, INSTALLED / name)
-    installed = INSTALLED / "node_modules" / "@kurrent" / "kurrentdb-client"
-    wanted = json.loads((SOURCE / "package.json").read_text())["dependencies"]
-    version = wanted["@kurrent/kurrentdb-client"]
-    package = installed / "package.json"
-    if not package.exists() or json.loads(package.read_text())["version"] != version:
-        run = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts"],
-            cwd=INSTALLED,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if run.returncode != 0:
-            pytest.skip(f"npm could not install the client: {run.stderr.strip()[-500:]}")
-    return INSTALLED / "client_walk.mjs"
+    return npm_installed(SOURCE, INSTALLED) / "client_walk.mjs"
 
 
 def test_the_node_client_appends_reads_follows_and_deletes(
