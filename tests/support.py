@@ -31,7 +31,9 @@ async def until(
 class TcpProxy:
     """A TCP forwarder to `target` on a local port, in a thread of its own (so the test's own
     blocking calls never stall it). `cut()` drops every connection and refuses new ones until
-    `restore()`: a network partition between a client and a server."""
+    `restore()`: a network partition between a client and a server that resets connections.
+    `stall()` forwards nothing either way, and closes nothing, until `heal()`: a partition
+    without a reset (packets no longer arrive; both ends see a silent peer)."""
 
     def __init__(self, target: str) -> None:
         host, _, port = target.rpartition(":")
@@ -39,6 +41,8 @@ class TcpProxy:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self._cut = False
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -62,6 +66,7 @@ class TcpProxy:
         if self._cut:
             writer.close()
             return
+        await self._flowing.wait()  # stalled: a new connection hangs, unanswered
         try:
             up_reader, up_writer = await asyncio.open_connection(*self._target)
         except OSError:
@@ -71,7 +76,12 @@ class TcpProxy:
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             try:
-                while data := await source.read(65536):
+                while True:
+                    await self._flowing.wait()
+                    data = await source.read(65536)
+                    await self._flowing.wait()  # what arrives while stalled is held, not lost
+                    if not data:
+                        break
                     sink.write(data)
                     await sink.drain()
             except OSError:
@@ -93,6 +103,12 @@ class TcpProxy:
 
     def restore(self) -> None:
         self._loop.call_soon_threadsafe(setattr, self, "_cut", False)
+
+    def stall(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.clear)
+
+    def heal(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.set)
 
     def close(self) -> None:
         self.cut()
