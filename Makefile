@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo traces test lint proto bench bench-smoke clean image image-test kind-up kind-load kind-deploy kind-test kind-down
+.PHONY: install run demo traces test lint proto bench bench-smoke soak clean image image-test kind-up kind-load kind-deploy kind-test kind-down
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -40,6 +40,9 @@ bench: $(STAMP)  ## the benchmarks, with baselines from the same run
 
 bench-smoke: $(STAMP)  ## each benchmark scenario for a moment, no thresholds
 	$(BIN)/python -m bench --smoke
+
+soak: $(STAMP)  ## faults at random under load, then the history checked (SOAK_MINUTES=5, SOAK_SEED)
+	$(BIN)/python -m tools.soak
 
 # The image with podman (Debian's podman, runc and debootstrap; `python -m tools.podman_image
 # install` gets them, as root). Not needed by make test.
