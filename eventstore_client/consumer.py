@@ -148,8 +148,8 @@ class GroupConsumer:
         self.handled = 0  # acked
         self.failed = 0  # nacked for a retry
         self.parked = 0  # parked by this consumer
-        self.joins = 0
-        self.joined = asyncio.Event()  # set while a join has been sent and its call is open
+        self.joins = 0  # joins the store answered
+        self.joined = asyncio.Event()  # set while the store has answered this member's join
         self._heard = time.monotonic()
         self._session: GroupMembership | None = None
         SILENCE.labels(group).set_function(self.seconds_since_heard)
@@ -158,7 +158,7 @@ class GroupConsumer:
     @property
     def is_member(self) -> bool:
         """Whether the store has answered this member's join on its current call."""
-        return self._session is not None and self._session.last_heard > 0
+        return self._session is not None and self._session.answered.is_set()
 
     def seconds_since_heard(self) -> float:
         """Seconds since the store was last heard on this member's call (a delivery or a
@@ -201,7 +201,7 @@ class GroupConsumer:
                     )
                     if failures >= self._max_failures:
                         raise ConsumerStopped(self.group, failures, exc) from exc
-            if self.joined.is_set():  # it was a member: start the back-off over
+            if self.joined.is_set():  # it was a member: the back-off starts over
                 delay = 0.05
             self.joined.clear()
             await asyncio.sleep(delay * (0.5 + random.random()))
@@ -212,16 +212,19 @@ class GroupConsumer:
         tasks belong to it: they are cancelled and awaited before it returns or raises."""
         async with self._client.consume(self.group, self._member, self._concurrency) as session:
             self._session = session
-            self.joins += 1
-            JOINS.labels(self.group).inc()
-            if self.joins > 1:
-                REJOINS.labels(self.group).inc()
-            self.joined.set()
             try:
                 await self._serve(session)
             finally:
                 self._heard = max(self._heard, session.last_heard, time.monotonic())
                 self._session = None
+
+    def _joined(self) -> None:
+        """The store answered a join (its first message on the call)."""
+        self.joins += 1
+        JOINS.labels(self.group).inc()
+        if self.joins > 1:
+            REJOINS.labels(self.group).inc()
+        self.joined.set()
 
     async def _serve(self, session: GroupMembership) -> None:
         """Deliveries to handler tasks until the call ends or a task of ours fails (a bug in
@@ -240,7 +243,12 @@ class GroupConsumer:
                 handlers.add(task)
                 task.add_done_callback(finished)
 
+        async def welcomed() -> None:
+            await session.answered.wait()
+            self._joined()
+
         reader = asyncio.create_task(read(), name=f"group-{self.group}-reader")
+        welcome = asyncio.create_task(welcomed())
         try:
             await asyncio.wait({reader, broken}, return_when=asyncio.FIRST_COMPLETED)
             if broken.done():
@@ -250,7 +258,10 @@ class GroupConsumer:
             reader.cancel()
             for task in handlers:
                 task.cancel()
-            await asyncio.gather(reader, *handlers, return_exceptions=True)
+            if not welcome.done() and session.answered.is_set():
+                self._joined()  # answered, but the session ended before the count ran
+            welcome.cancel()
+            await asyncio.gather(reader, welcome, *handlers, return_exceptions=True)
             broken.cancel()
 
     async def _handle(self, session: GroupMembership, event: RecordedEvent) -> None:

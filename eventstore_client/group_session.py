@@ -47,6 +47,7 @@ class GroupSession:
         self._requests_failed: Exception | None = None
         self._call: Any = stub.Consume(self._requests(), wait_for_ready=wait_for_ready)
         self.last_heard = 0.0  # time.monotonic() of the store's last message (0: none yet)
+        self.answered = asyncio.Event()  # the store's first message: the join was taken
 
     async def __aenter__(self) -> GroupSession:
         return self
@@ -109,6 +110,7 @@ class GroupSession:
                         raise self._requests_failed
                     return
                 self.last_heard = time.monotonic()
+                self.answered.set()
                 for delivery in response.deliveries:
                     yield delivery
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as error:

@@ -4,6 +4,7 @@ have them, and `tests/contract` holds the two to the same behaviour."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
@@ -16,6 +17,7 @@ class GroupMembership(Protocol):
     """A member's Consume call (`async with store.consume(group) as session:`)."""
 
     last_heard: float  # time.monotonic() of the store's last message on it (0.0: none yet)
+    answered: asyncio.Event  # set once the store answered the join (its first message)
 
     async def __aenter__(self) -> GroupMembership: ...
 

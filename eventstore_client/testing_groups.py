@@ -61,9 +61,11 @@ class MemorySession:
         self.outbox: asyncio.Queue[pb.Delivery | None] = asyncio.Queue()
         self.held: set[int] = set()
         self.last_heard = 0.0
+        self.answered = asyncio.Event()
 
     async def __aenter__(self) -> MemorySession:
         self.last_heard = time.monotonic()  # joined at once: the store's heartbeat
+        self.answered.set()
         self.group.members.append(self)
         self._groups.dispatch(self.group)
         return self
