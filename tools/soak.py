@@ -239,13 +239,27 @@ async def check(
     if unhandled:
         violations.append(f"the group never handled {len(unhandled)} events")
     async with saga_stubs(system) as (customers, orders):
-        states = {}
-        for order_id in history.orders:
+        # Every order of the customer, from order_svc's read model: a CreateOrder answered with
+        # an error may still have created one, and its credit counts like any other's.
+        listed = await orders.ListCustomerOrders(
+            opb.ListCustomerOrdersRequest(customer_id=customer_id), timeout=30
+        )
+        states = {o.order_id: o for o in listed.orders}
+        for order_id in set(history.orders) - set(states):
+            states[order_id] = await orders.GetOrder(
+                opb.GetOrderRequest(order_id=order_id), timeout=30
+            )
+            violations.append(f"acknowledged order {order_id} missing from the read model")
+        for order_id in states:  # the read model's states, against the orders themselves
             order = await orders.GetOrder(opb.GetOrderRequest(order_id=order_id), timeout=30)
+            if order.state != states[order_id].state:
+                violations.append(
+                    f"order {order_id}: read model {states[order_id].state}, order {order.state}"
+                )
             states[order_id] = order
         pending = [i for i, o in states.items() if o.state == opb.ORDER_STATE_PENDING]
         if pending:
-            violations.append(f"{len(pending)} acknowledged orders never settled")
+            violations.append(f"{len(pending)} orders never settled")
         approved = sum(o.total for o in states.values() if o.state == opb.ORDER_STATE_APPROVED)
         customer = await customers.GetCustomer(
             cpb.GetCustomerRequest(customer_id=customer_id), timeout=30
@@ -295,7 +309,22 @@ async def soak(minutes: float, seed: int) -> int:
 
             if not await settled(caught_up, 120):
                 print("the load did not catch up within 120 s after the faults stopped")
-            await asyncio.sleep(5)  # the sagas' last hops
+
+            async def sagas_quiet() -> bool:
+                async with saga_stubs(system) as (_, orders):
+                    try:
+                        listed = await orders.ListCustomerOrders(
+                            opb.ListCustomerOrdersRequest(customer_id=customer_id), timeout=30
+                        )
+                    except grpc.aio.AioRpcError:
+                        return False
+                states = {o.order_id: o.state for o in listed.orders}
+                return set(history.orders) <= set(states) and all(
+                    state != opb.ORDER_STATE_PENDING for state in states.values()
+                )
+
+            if not await settled(sagas_quiet, 120):
+                print("the sagas did not settle within 120 s after the faults stopped")
             violations = await check(system, client, history, customer_id)
             for task in background[:2]:
                 task.cancel()
