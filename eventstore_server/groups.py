@@ -225,6 +225,7 @@ class GroupManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._any = asyncio.Event()  # set while this replica has a dispatcher
         self.replica = uuid.uuid4().hex  # in NOTIFY payloads, to skip our own
+        self.closed = False
 
     def start(self) -> None:
         self._tasks = [
@@ -235,6 +236,8 @@ class GroupManager:
         ]
 
     async def join(self, settings: GroupSettings, name: str, max_in_flight: int) -> Member:
+        if self.closed:  # a join while the server drains: no dispatcher may outlive close()
+            raise Unavailable("the server is shutting down; join again")
         member = Member(settings, name, max_in_flight)
         await self.store.join(settings.name, member.session, name)
         dispatcher = self._dispatchers.get(settings.name)
@@ -277,6 +280,7 @@ class GroupManager:
     async def close(self) -> None:
         """Members' calls end (UNAVAILABLE: join again, anywhere); their deliveries are given
         back in a last round so that other replicas' members get them at once."""
+        self.closed = True
         for task in self._tasks:
             task.cancel()
         dispatchers = list(self._dispatchers.values())

@@ -27,6 +27,7 @@ import contextlib
 import os
 import random
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -62,6 +63,7 @@ class History:
     refused: Counter[str] = field(default_factory=Counter)  # answers other than success, by code
     unexpected: list[str] = field(default_factory=list)  # the first few that are not UNAVAILABLE
     faults: Counter[str] = field(default_factory=Counter)
+    incidents: list[str] = field(default_factory=list)  # violations seen while faults ran
 
 
 class System:
@@ -111,7 +113,11 @@ async def inject(system: System, history: History, rng: random.Random, until: fl
             if kind == "store SIGKILL":
                 store.kill()
             else:
-                await asyncio.to_thread(store.terminate)
+                try:
+                    await asyncio.to_thread(store.terminate)
+                except subprocess.TimeoutExpired:
+                    history.incidents.append("a store replica did not exit within 30 s of SIGTERM")
+                    store.kill()
             await asyncio.sleep(rng.uniform(0, 3))
             await asyncio.to_thread(store.start)
         elif kind == "service SIGKILL":
@@ -214,7 +220,7 @@ async def settled(predicate: Callable[[], Awaitable[bool]], within: float) -> bo
 async def check(
     system: System, client: EventStoreClient, history: History, customer_id: str
 ) -> list[str]:
-    violations: list[str] = []
+    violations = list(history.incidents)
     stored = {e.position: e async for e in client.read_all(category=CATEGORY)}
     for position, (stream, version, event_id) in history.acknowledged.items():
         event = stored.get(position)
