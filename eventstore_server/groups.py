@@ -153,8 +153,11 @@ class Dispatcher:
         delay = 0.05
         while not self.idle or self._wake.is_set():
             timeout = min(self._next_due or IDLE_ROUND_S, IDLE_ROUND_S)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancel that
+            # arrives as the wait ends, and a dispatcher must stop when it is cancelled.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._wake.clear()
             answers, self._answers = self._answers, Answers()
             try:
