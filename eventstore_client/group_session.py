@@ -47,6 +47,10 @@ class GroupSession:
         self._requests_failed: Exception | None = None
         self._call: Any = stub.Consume(self._requests(), wait_for_ready=wait_for_ready)
         self.last_heard = 0.0  # time.monotonic() of the store's last message (0: none yet)
+        # The read under way. A reader cancelled mid-read must not cancel the call (grpc.aio
+        # does when a read() is cancelled): the answers given so far still have to go out, so
+        # reads are shielded, and leaving takes over the one a cancelled reader left behind.
+        self._reading: asyncio.Future[Any] | None = None
         self.answered = asyncio.Event()  # the store's first message: the join was taken
 
     async def __aenter__(self) -> GroupSession:
@@ -61,13 +65,26 @@ class GroupSession:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._finish(), LEAVE_TIMEOUT_S)
         self._call.cancel()
+        if self._reading is not None:  # ends with the call
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._reading
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(self._call.code(), LEAVE_TIMEOUT_S)
 
     async def _finish(self) -> None:
         await self._requests_ended.wait()  # sent, and half-closed by grpc
-        while await self._call.read() is not grpc.aio.EOF:
+        while await self._read() is not grpc.aio.EOF:
             pass  # deliveries after the last answer: the store takes them back as we leave
+
+    async def _read(self) -> Any:
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self._call.read())
+        reading = self._reading
+        try:
+            return await asyncio.shield(reading)
+        finally:
+            if reading.done():
+                self._reading = None
 
     async def _requests(self) -> AsyncGenerator[pb.ConsumeRequest, None]:
         try:
@@ -104,7 +121,7 @@ class GroupSession:
         store's heartbeats (empty messages) only move `last_heard`."""
         try:
             while True:
-                response = await self._call.read()
+                response = await self._read()
                 if response is grpc.aio.EOF:  # ended with OK: an error status raises in read()
                     if self._requests_failed is not None:
                         raise self._requests_failed

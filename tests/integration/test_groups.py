@@ -446,3 +446,26 @@ async def test_deleting_a_group_ends_its_members_calls(client: EventStoreClient)
         await client.delete_group(group)
         with pytest.raises(NotFoundError):
             await asyncio.wait_for(ended, 10)
+
+
+async def test_acks_given_just_before_leaving_are_applied(client: EventStoreClient) -> None:
+    """A member's reader is cancelled right after its last acks (as a consumer stopping does):
+    leaving still sends them before the call ends, so nothing acked comes back. (grpc.aio
+    cancels a call whose read is cancelled; the session shields its reads.)"""
+    group, category = unique("g"), unique()
+    await client.create_group(group, category=category)
+    await fill(client, category, streams=5, per_stream=1)
+    async with client.consume(group, "quick", 16) as session:
+        got: list[pb.Delivery] = []
+
+        async def read() -> None:
+            async for delivery in session.deliveries():
+                got.append(delivery)
+
+        reader = asyncio.create_task(read())
+        await until(lambda: len(got) == 5, 10, "five deliveries")
+        session.ack(*(d.event.position for d in got))
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    await until_lag_zero(client, group)
