@@ -121,13 +121,18 @@ def _typed(
 
 
 # Codes that say the store or the network failed, not the request: the same request may succeed
-# later. RESOURCE_EXHAUSTED is not among them (an oversized message stays oversized).
+# later. RESOURCE_EXHAUSTED is not among them (an oversized message stays oversized). INTERNAL
+# is: gRPC's core answers it for a connection torn down mid-call ("Internal error from Core", as
+# `make soak` saw when replicas and PostgreSQL crashed), and the store for a database failure it
+# could not name; neither is the request's fault, and a consumer must not give up over them (an
+# event whose handling keeps failing so is still taken back at its ack timeout, and counted).
 TRANSIENT_CODES = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.CANCELLED,
         grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
     }
 )
 
