@@ -243,7 +243,10 @@ async def check(
     handled = {(s, v) for s, vs in history.grouped.items() for v in vs}
     unhandled = [e for e in stored.values() if (e.stream, e.version) not in handled]
     if unhandled:
-        violations.append(f"the group never handled {len(unhandled)} events")
+        violations.append(
+            f"the group had not handled {len(unhandled)} events when checked (120 s after the "
+            "faults stopped, at most): lost, or a group slower than the appends"
+        )
     async with saga_stubs(system) as (customers, orders):
         # Every order of the customer, from order_svc's read model: a CreateOrder answered with
         # an error may still have created one, and its credit counts like any other's.
