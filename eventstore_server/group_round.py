@@ -14,7 +14,7 @@ correlation, "stream" reads "key" throughout: the rows carry the key (group_stor
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,7 +158,6 @@ async def _take_back(
     it (it died: nobody else will answer for them), come back (as an attempt)."""
     for row in rows.values():
         if row["expired"]:
-            result.taken_back.append((row["position"], row["member"]))
             reason = (
                 f"not acked within {settings.ack_timeout_ms} ms"
                 if row["late"]
@@ -166,17 +165,7 @@ async def _take_back(
             )
             reason += f", {row['attempts']} attempts"
             # A replica that stopped is the store's failure, not the event's: not an attempt.
-            row["state"] = await _retry_or_park(
-                conn,
-                settings,
-                row["position"],
-                row["attempts"],
-                False,
-                reason,
-                result,
-                delay=False,
-                counted=bool(row["late"]),
-            )
+            row["state"] = await _give_back(conn, settings, row, reason, result, bool(row["late"]))
             row["later"], row["due_in"] = False, None
 
 
@@ -246,19 +235,32 @@ async def _apply_answers(
             sessions,
         )
         for row in rows:
-            result.taken_back.append((row["position"], row["member"]))
             reason = f"taken back after {row['attempts']} attempts: its member left"
-            await _retry_or_park(
-                conn,
-                settings,
-                row["position"],
-                row["attempts"],
-                False,
-                reason,
-                result,
-                delay=False,
-                counted=counted,
-            )
+            await _give_back(conn, settings, row, reason, result, counted)
+
+
+async def _give_back(
+    conn: Connection,
+    settings: GroupSettings,
+    row: Mapping[str, Any] | asyncpg.Record,
+    reason: str,
+    result: RoundResult,
+    counted: bool,
+) -> State:
+    """An in-flight delivery taken from its member (timed out, or its member or replica
+    gone): due again at once, or parked; its new state."""
+    result.taken_back.append((row["position"], row["member"]))
+    return await _retry_or_park(
+        conn,
+        settings,
+        row["position"],
+        row["attempts"],
+        False,
+        reason,
+        result,
+        delay=False,
+        counted=counted,
+    )
 
 
 async def _retry_or_park(
